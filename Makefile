@@ -1,0 +1,52 @@
+# Rewind — every target a developer or CI needs. `make help` lists them.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+CARGO ?= cargo
+CLUSTER_DIR := $(CURDIR)/target/cluster
+export KUBECONFIG_LOCAL := $(CLUSTER_DIR)/kubeconfig
+
+.PHONY: help build crds crds-check lint fmt unit test integration run cluster-up cluster-down cluster-status bench
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
+
+build: ## Build the operator and the kubectl plugin
+	$(CARGO) build --locked --bins
+
+crds: ## Regenerate crds/ and the chart's CRD copy from src/api
+	$(CARGO) run --quiet --locked --bin rewind -- crds > crds/rewind.dev.yaml
+	cp crds/rewind.dev.yaml charts/rewind/crds/rewind.dev.yaml
+
+crds-check: ## Fail when the committed CRDs differ from what `rewind crds` prints
+	@$(CARGO) run --quiet --locked --bin rewind -- crds > target/crds.check.yaml
+	@diff -u crds/rewind.dev.yaml target/crds.check.yaml || { echo "crds/ is stale: run 'make crds' and commit" >&2; exit 1; }
+	@diff -u charts/rewind/crds/rewind.dev.yaml target/crds.check.yaml || { echo "charts/rewind/crds/ is stale: run 'make crds' and commit" >&2; exit 1; }
+	@echo "CRDs match the types"
+
+fmt: ## Format the code
+	$(CARGO) fmt --all
+
+lint: ## rustfmt check and clippy with warnings as errors
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --locked --all-targets -- -D warnings
+
+unit: ## Unit tests only (no cluster)
+	$(CARGO) test --locked --lib --bins
+
+cluster-up: ## Build (if needed) and start the local cluster; writes target/cluster/kubeconfig
+	tests/cluster/up.sh
+
+cluster-down: ## Stop the local cluster and remove its state
+	tests/cluster/down.sh
+
+cluster-status: ## Show what runs in the local cluster
+	tests/cluster/status.sh
+
+test: lint crds-check cluster-up ## Everything CI runs: lint, CRD drift, unit and integration tests on the local cluster
+	KUBECONFIG=$(KUBECONFIG_LOCAL) $(CARGO) test --locked --all-targets -- --test-threads=4
+
+run: build cluster-up ## The demo on the local cluster
+	@echo "The controller is not built yet: this demo will deploy a Release and break it once it is."
+	@echo "Meanwhile: KUBECONFIG=$(KUBECONFIG_LOCAL) kubectl get nodes"

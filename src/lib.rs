@@ -1,0 +1,15 @@
+//! Rewind: a Kubernetes operator that makes every release of a Deployment reversible.
+#![forbid(unsafe_code)]
+
+pub mod api;
+
+/// Errors Rewind's library can return.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A call to the Kubernetes API failed.
+    #[error("kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+}
+
+/// Result with Rewind's error.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
