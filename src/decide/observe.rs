@@ -1,0 +1,281 @@
+//! What the decisions look at: small views of a Deployment and its Pods, taken from the
+//! Kubernetes objects so the decisions can be tested with plain values.
+
+use std::collections::BTreeMap;
+
+use jiff::Timestamp;
+use k8s_openapi::api::{apps::v1::Deployment, core::v1::Pod};
+
+use crate::{image::digest_from_image_id, labels};
+
+/// The parts of the target Deployment that decisions need.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Workload {
+    /// metadata.generation.
+    pub generation: i64,
+    /// status.observedGeneration.
+    pub observed_generation: i64,
+    /// spec.replicas (1 when unset).
+    pub replicas: i32,
+    /// status.updatedReplicas.
+    pub updated: i32,
+    /// status.availableReplicas.
+    pub available: i32,
+    /// status.replicas (all pods, old and new).
+    pub total: i32,
+    /// The Rewind revision in the pod template's annotations.
+    pub template_revision: Option<i64>,
+    /// Container name → image in the pod template (containers and init containers).
+    pub images: BTreeMap<String, ContainerSlot>,
+    /// The Progressing condition says ProgressDeadlineExceeded.
+    pub progress_deadline_exceeded: bool,
+    /// `rewind.dev/rollback-to` on the Deployment.
+    pub rollback_to: Option<String>,
+    /// `rewind.dev/requested-by` on the Deployment.
+    pub requested_by: Option<String>,
+}
+
+/// A container in the pod template.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ContainerSlot {
+    /// Its image (empty when the manifest leaves it to Rewind).
+    pub image: String,
+    /// An init container.
+    pub init: bool,
+}
+
+impl Workload {
+    /// The rollout of the current template has finished and every replica is available.
+    pub fn rolled_out(&self) -> bool {
+        self.observed_generation >= self.generation
+            && self.updated >= self.replicas
+            && self.available >= self.replicas
+            && self.total <= self.updated
+    }
+}
+
+impl From<&Deployment> for Workload {
+    fn from(d: &Deployment) -> Self {
+        let spec = d.spec.as_ref();
+        let status = d.status.as_ref();
+        let template = spec.map(|s| &s.template);
+        let pod_spec = template.and_then(|t| t.spec.as_ref());
+        let mut images = BTreeMap::new();
+        if let Some(ps) = pod_spec {
+            for (c, init) in ps
+                .init_containers
+                .iter()
+                .flatten()
+                .map(|c| (c, true))
+                .chain(ps.containers.iter().map(|c| (c, false)))
+            {
+                let image = c.image.clone().unwrap_or_default();
+                images.insert(c.name.clone(), ContainerSlot { image, init });
+            }
+        }
+        Workload {
+            generation: d.metadata.generation.unwrap_or(0),
+            observed_generation: status.and_then(|s| s.observed_generation).unwrap_or(0),
+            replicas: spec.and_then(|s| s.replicas).unwrap_or(1),
+            updated: status.and_then(|s| s.updated_replicas).unwrap_or(0),
+            available: status.and_then(|s| s.available_replicas).unwrap_or(0),
+            total: status.and_then(|s| s.replicas).unwrap_or(0),
+            template_revision: template
+                .and_then(|t| t.metadata.as_ref())
+                .and_then(|m| m.annotations.as_ref())
+                .and_then(|a| a.get(labels::REVISION))
+                .and_then(|r| r.parse().ok()),
+            images,
+            progress_deadline_exceeded: status
+                .and_then(|s| s.conditions.as_ref())
+                .into_iter()
+                .flatten()
+                .any(|c| {
+                    c.type_ == "Progressing"
+                        && c.status == "False"
+                        && c.reason.as_deref() == Some("ProgressDeadlineExceeded")
+                }),
+            rollback_to: d
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(labels::ROLLBACK_TO))
+                .filter(|v| !v.is_empty())
+                .cloned(),
+            requested_by: d
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(labels::REQUESTED_BY))
+                .cloned(),
+        }
+    }
+}
+
+/// The parts of a Pod that decisions need.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PodView {
+    /// Pod name, for messages.
+    pub name: String,
+    /// The Rewind revision it was created for.
+    pub revision: Option<i64>,
+    /// When it was created.
+    pub created: Timestamp,
+    /// Being deleted (ignored by health checks).
+    pub terminating: bool,
+    /// Its Ready condition is True.
+    pub ready: bool,
+    /// When the Ready condition last changed.
+    pub ready_changed: Option<Timestamp>,
+    /// Container statuses (regular containers; init containers too).
+    pub containers: Vec<ContainerView>,
+}
+
+/// The parts of a container status that decisions need.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ContainerView {
+    /// Container name.
+    pub name: String,
+    /// Digest from imageID, when the image was pulled.
+    pub digest: Option<String>,
+    /// Restarts so far.
+    pub restarts: i32,
+    /// Reason of a waiting state (CrashLoopBackOff, ImagePullBackOff, …).
+    pub waiting: Option<String>,
+}
+
+impl From<&Pod> for PodView {
+    fn from(p: &Pod) -> Self {
+        let status = p.status.as_ref();
+        let ready_condition = status
+            .and_then(|s| s.conditions.as_ref())
+            .into_iter()
+            .flatten()
+            .find(|c| c.type_ == "Ready");
+        let containers = status
+            .into_iter()
+            .flat_map(|s| {
+                s.init_container_statuses
+                    .iter()
+                    .flatten()
+                    .chain(s.container_statuses.iter().flatten())
+            })
+            .map(|c| ContainerView {
+                name: c.name.clone(),
+                digest: digest_from_image_id(&c.image_id).map(String::from),
+                restarts: c.restart_count,
+                waiting: c
+                    .state
+                    .as_ref()
+                    .and_then(|s| s.waiting.as_ref())
+                    .and_then(|w| w.reason.clone()),
+            })
+            .collect();
+        PodView {
+            name: p.metadata.name.clone().unwrap_or_default(),
+            revision: p
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(labels::REVISION))
+                .and_then(|r| r.parse().ok()),
+            created: p
+                .metadata
+                .creation_timestamp
+                .as_ref()
+                .map_or(Timestamp::UNIX_EPOCH, |t| t.0),
+            terminating: p.metadata.deletion_timestamp.is_some(),
+            ready: ready_condition.is_some_and(|c| c.status == "True"),
+            ready_changed: ready_condition
+                .and_then(|c| c.last_transition_time.as_ref())
+                .map(|t| t.0),
+            containers,
+        }
+    }
+}
+
+/// Everything observed about one Release's workload.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Observed {
+    /// The target Deployment, if it exists.
+    pub workload: Option<Workload>,
+    /// Pods of the Release (label `rewind.dev/release`), plus, before adoption, the pods the
+    /// Deployment already ran.
+    pub pods: Vec<PodView>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn reads_a_deployment() {
+        let d: Deployment = serde_json::from_value(json!({
+            "metadata": {"name": "a", "generation": 4, "annotations": {"rewind.dev/rollback-to": "1.0.0"}},
+            "spec": {"replicas": 3, "selector": {}, "template": {
+                "metadata": {"annotations": {"rewind.dev/revision": "2"}},
+                "spec": {"initContainers": [{"name": "init", "image": "busybox"}],
+                         "containers": [{"name": "api", "image": "example.com/api:1.0"}, {"name": "side"}]}}},
+            "status": {"observedGeneration": 4, "replicas": 3, "updatedReplicas": 3, "availableReplicas": 3,
+                       "conditions": [{"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded"}]}
+        }))
+        .unwrap();
+        let w = Workload::from(&d);
+        assert_eq!(w.template_revision, Some(2));
+        assert_eq!(w.rollback_to.as_deref(), Some("1.0.0"));
+        assert!(w.progress_deadline_exceeded);
+        assert!(w.rolled_out());
+        assert_eq!(
+            w.images["init"],
+            ContainerSlot {
+                image: "busybox".into(),
+                init: true
+            }
+        );
+        assert_eq!(w.images["side"].image, "");
+    }
+
+    #[test]
+    fn a_rollout_with_old_pods_left_is_not_done() {
+        let w = Workload {
+            generation: 2,
+            observed_generation: 2,
+            replicas: 3,
+            updated: 3,
+            available: 3,
+            total: 4,
+            ..Default::default()
+        };
+        assert!(!w.rolled_out());
+        let stale = Workload {
+            observed_generation: 1,
+            total: 3,
+            ..w.clone()
+        };
+        assert!(!stale.rolled_out());
+    }
+
+    #[test]
+    fn reads_a_pod() {
+        let d = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+        let p: Pod = serde_json::from_value(json!({
+            "metadata": {"name": "a-1", "creationTimestamp": "2026-11-26T10:00:00Z", "annotations": {"rewind.dev/revision": "3"}},
+            "status": {
+                "conditions": [{"type": "Ready", "status": "False", "lastTransitionTime": "2026-11-26T10:00:05Z"}],
+                "containerStatuses": [{"name": "api", "image": "x", "imageID": format!("docker-pullable://x@{d}"), "ready": false,
+                    "restartCount": 4, "state": {"waiting": {"reason": "CrashLoopBackOff"}}}]}
+        }))
+        .unwrap();
+        let v = PodView::from(&p);
+        assert_eq!(v.revision, Some(3));
+        assert!(!v.ready);
+        assert_eq!(
+            v.ready_changed,
+            Some("2026-11-26T10:00:05Z".parse().unwrap())
+        );
+        assert_eq!(v.containers[0].digest.as_deref(), Some(d));
+        assert_eq!(v.containers[0].restarts, 4);
+        assert_eq!(v.containers[0].waiting.as_deref(), Some("CrashLoopBackOff"));
+    }
+}

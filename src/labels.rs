@@ -1,0 +1,18 @@
+//! Names Rewind puts on or reads from objects: labels, annotations, the field manager.
+
+/// Field manager of every write Rewind makes (server-side apply).
+pub const MANAGER: &str = "rewind";
+/// Pod-template label naming the Release that owns the Deployment's images.
+pub const RELEASE: &str = "rewind.dev/release";
+/// Pod-template annotation: the Rewind revision the template belongs to.
+pub const REVISION: &str = "rewind.dev/revision";
+/// Pod-template annotation: the version of that revision.
+pub const VERSION: &str = "rewind.dev/version";
+/// On a Release or its Deployment: roll back to this version (or `previous`).
+pub const ROLLBACK_TO: &str = "rewind.dev/rollback-to";
+/// On a Release: re-arm a version blocked after a rollback (any new value).
+pub const RETRY: &str = "rewind.dev/retry";
+/// On a Release: who asked for the manual rollback or retry (set by `kubectl rewind`).
+pub const REQUESTED_BY: &str = "rewind.dev/requested-by";
+/// The `rollback-to` value meaning "the revision before the live one".
+pub const PREVIOUS: &str = "previous";
