@@ -2,6 +2,14 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod controller;
+pub mod decide;
+pub mod deploy;
+pub mod http;
+pub mod image;
+pub mod labels;
+pub mod metrics;
+pub mod telemetry;
 
 /// Errors Rewind's library can return.
 #[derive(Debug, thiserror::Error)]

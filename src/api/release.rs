@@ -326,7 +326,7 @@ pub enum Outcome {
     Failed,
     /// Rolled back by request while healthy.
     RolledBack,
-    /// Replaced by a newer revision after being healthy.
+    /// Replaced by a newer revision (healthyAt tells whether it was healthy first).
     Superseded,
 }
 

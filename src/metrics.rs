@@ -1,0 +1,121 @@
+//! Prometheus metrics: the reconciler's own and the product's (rollbacks by trigger,
+//! detection-to-restore latency).
+
+use std::sync::Arc;
+
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{counter::Counter, family::Family, histogram::Histogram},
+    registry::Registry,
+};
+
+/// Labels of a reconcile failure: a low-cardinality error kind.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    /// Error kind (`Error::metric_label`).
+    pub error: &'static str,
+}
+
+/// Labels of a finished rollback.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RollbackLabels {
+    /// Readiness, CrashLoop, ImagePull, ProgressDeadline, Metric, Manual.
+    pub trigger: &'static str,
+    /// Succeeded or Failed.
+    pub result: &'static str,
+}
+
+/// All of Rewind's metrics and the registry that exposes them.
+#[derive(Clone)]
+pub struct Metrics {
+    /// Registry served on /metrics.
+    pub registry: Arc<Registry>,
+    /// Reconciles run.
+    pub reconciles: Counter,
+    /// Reconciles that failed, by error kind.
+    pub failures: Family<ErrorLabels, Counter>,
+    /// Reconcile duration in seconds.
+    pub reconcile_duration: Histogram,
+    /// Finished rollbacks by trigger and result.
+    pub rollbacks: Family<RollbackLabels, Counter>,
+    /// Seconds from the failure becoming definite to the images being restored.
+    pub detection_to_restore: Histogram,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("rewind");
+        let reconciles = Counter::default();
+        let failures = Family::<ErrorLabels, Counter>::default();
+        let reconcile_duration =
+            Histogram::new([0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0]);
+        let rollbacks = Family::<RollbackLabels, Counter>::default();
+        let detection_to_restore =
+            Histogram::new([0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0]);
+        registry.register("reconciles", "Reconciles run", reconciles.clone());
+        registry.register(
+            "reconcile_failures",
+            "Reconciles that failed, by error kind",
+            failures.clone(),
+        );
+        registry.register(
+            "reconcile_duration_seconds",
+            "Time one reconcile took",
+            reconcile_duration.clone(),
+        );
+        registry.register(
+            "rollbacks",
+            "Finished rollbacks by trigger and result",
+            rollbacks.clone(),
+        );
+        registry.register(
+            "detection_to_restore_seconds",
+            "From the failure becoming definite to the Deployment running the old digests",
+            detection_to_restore.clone(),
+        );
+        Metrics {
+            registry: Arc::new(registry),
+            reconciles,
+            failures,
+            reconcile_duration,
+            rollbacks,
+            detection_to_restore,
+        }
+    }
+}
+
+impl Metrics {
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_rollbacks_by_trigger() {
+        let m = Metrics::default();
+        m.rollbacks
+            .get_or_create(&RollbackLabels {
+                trigger: "Readiness",
+                result: "Succeeded",
+            })
+            .inc();
+        m.detection_to_restore.observe(0.2);
+        let text = m.render();
+        assert!(
+            text.contains(r#"rewind_rollbacks_total{trigger="Readiness",result="Succeeded"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains("rewind_detection_to_restore_seconds_count 1"),
+            "{text}"
+        );
+    }
+}
