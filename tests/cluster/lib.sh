@@ -1,0 +1,121 @@
+# shellcheck shell=bash disable=SC2034  # variables are used by the scripts that source this
+# Shared settings and helpers for up.sh, down.sh and status.sh (sourced, not run).
+# Every path and port can be overridden from the environment; see docs/test-cluster.md.
+
+CLUSTER_SCRIPTS=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO_ROOT=$(cd "$CLUSTER_SCRIPTS/../.." && pwd)
+STATE_DIR=${REWIND_CLUSTER_STATE:-$REPO_ROOT/target/cluster}
+LOG_DIR=$STATE_DIR/logs
+PID_DIR=$STATE_DIR/pids
+PKI_DIR=$STATE_DIR/pki
+KUBECONFIG_FILE=$STATE_DIR/kubeconfig
+
+ETCD_PORT=${REWIND_ETCD_PORT:-12379}
+ETCD_PEER_PORT=${REWIND_ETCD_PEER_PORT:-12380}
+APISERVER_PORT=${REWIND_APISERVER_PORT:-16443}
+KCM_PORT=${REWIND_KCM_PORT:-16257}
+SCHEDULER_PORT=${REWIND_SCHEDULER_PORT:-16259}
+KWOK_PORT=${REWIND_KWOK_PORT:-16247}
+
+# Start order; down.sh stops in reverse.
+COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
+STOP_GRACE_SECONDS=${REWIND_CLUSTER_STOP_GRACE:-10}
+
+ME=$(basename "$0")
+say() { printf '%s: %s\n' "$ME" "$*" >&2; }
+
+# ports_of <component>: the TCP ports it listens on (with the env var that sets each).
+ports_of() {
+  case $1 in
+    etcd) echo "$ETCD_PORT:REWIND_ETCD_PORT $ETCD_PEER_PORT:REWIND_ETCD_PEER_PORT" ;;
+    kube-apiserver) echo "$APISERVER_PORT:REWIND_APISERVER_PORT" ;;
+    kube-controller-manager) echo "$KCM_PORT:REWIND_KCM_PORT" ;;
+    kube-scheduler) echo "$SCHEDULER_PORT:REWIND_SCHEDULER_PORT" ;;
+    kwok) echo "$KWOK_PORT:REWIND_KWOK_PORT" ;;
+  esac
+}
+
+pid_file() { echo "$PID_DIR/$1.pid"; }
+log_file() { echo "$LOG_DIR/$1.log"; }
+
+# alive <pid>: the process exists and is not a zombie.
+alive() {
+  local st
+  [[ -r /proc/$1/stat ]] || return 1
+  st=$(awk '{ print $3 }' "/proc/$1/stat" 2>/dev/null) || return 1
+  [[ -n $st && $st != Z && $st != X ]]
+}
+
+# is_ours <pid> <component>: the process runs the component's binary (by executable name) and
+# its command line points into this checkout's state dir. A recycled PID fails both checks.
+is_ours() {
+  local pid=$1 comp=$2 exe
+  alive "$pid" || return 1
+  exe=$(readlink "/proc/$pid/exe" 2>/dev/null) || return 1
+  exe=${exe% (deleted)}
+  [[ ${exe##*/} == "$comp" ]] || return 1
+  tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$STATE_DIR/"
+}
+
+# running_pid <component>: print the recorded PID if that process is alive and ours.
+running_pid() {
+  local f pid
+  f=$(pid_file "$1")
+  [[ -f $f ]] || return 1
+  pid=$(<"$f")
+  [[ $pid =~ ^[0-9]+$ ]] || return 1
+  is_ours "$pid" "$1" || return 1
+  echo "$pid"
+}
+
+# describe_pid <pid>: "name (pid N)" for messages.
+describe_pid() {
+  local name
+  name=$(cat "/proc/$1/comm" 2>/dev/null || echo '?')
+  echo "$name (pid $1)"
+}
+
+# stop_component <component>: TERM the recorded process if it is ours, KILL after the grace
+# period, and remove the PID file. Never touches a process it did not record.
+stop_component() {
+  local comp=$1 f pid i
+  f=$(pid_file "$comp")
+  [[ -f $f ]] || return 0
+  pid=$(<"$f")
+  if ! [[ $pid =~ ^[0-9]+$ ]] || ! is_ours "$pid" "$comp"; then
+    rm -f "$f"
+    return 0
+  fi
+  kill -TERM "$pid" 2>/dev/null || true
+  for ((i = 0; i < STOP_GRACE_SECONDS * 10; i++)); do
+    alive "$pid" || break
+    sleep 0.1
+  done
+  if alive "$pid"; then
+    say "$comp (pid $pid) did not stop within ${STOP_GRACE_SECONDS}s after TERM; sending KILL"
+    kill -KILL "$pid" 2>/dev/null || true
+    for ((i = 0; i < 50; i++)); do
+      alive "$pid" || break
+      sleep 0.1
+    done
+  fi
+  rm -f "$f"
+}
+
+# port_holder <port>: describe who listens on 127.0.0.1/any:<port>; empty if free.
+port_holder() {
+  local port=$1 line users
+  if command -v ss >/dev/null 2>&1; then
+    line=$(ss -Hltnp "( sport = :$port )" 2>/dev/null | head -1)
+    [[ -n $line ]] || return 0
+    users=$(grep -o 'users:(([^)]*))' <<<"$line" | sed -E 's/users:\(\("([^"]*)",pid=([0-9]+).*/\1 (pid \2)/')
+    echo "${users:-an unknown process} on $(awk '{print $4}' <<<"$line")"
+  elif (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+    echo "an unknown process"
+  fi
+}
+
+apiserver_ready() {
+  curl -sf --max-time 3 --cacert "$PKI_DIR/ca.crt" --cert "$PKI_DIR/admin.crt" --key "$PKI_DIR/admin.key" \
+    "https://127.0.0.1:$APISERVER_PORT/readyz" >/dev/null 2>&1
+}

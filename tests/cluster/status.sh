@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Shows whether each component of the local test cluster runs and answers its health check,
+# and the fake nodes. Exit status 0 only if everything is up and healthy.
+set -uo pipefail
+# shellcheck source=tests/cluster/lib.sh
+source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/lib.sh"
+
+health_url() {
+  case $1 in
+    etcd) echo "http://127.0.0.1:$ETCD_PORT/health" ;;
+    kube-apiserver) echo "https://127.0.0.1:$APISERVER_PORT/readyz" ;;
+    kube-controller-manager) echo "https://127.0.0.1:$KCM_PORT/healthz" ;;
+    kube-scheduler) echo "https://127.0.0.1:$SCHEDULER_PORT/healthz" ;;
+    kwok) echo "http://127.0.0.1:$KWOK_PORT/healthz" ;;
+  esac
+}
+
+ok=0
+printf '%-24s %-8s %-9s %-8s %s\n' COMPONENT PID HEALTH RSS LOG
+for comp in "${COMPONENTS[@]}"; do
+  if pid=$(running_pid "$comp"); then
+    rss=$(awk '/^VmRSS:/ { printf "%dMi", $2 / 1024 }' "/proc/$pid/status")
+    if [[ $comp == kube-apiserver ]]; then
+      apiserver_ready && h=ok || h=failing
+    else
+      curl -skf --max-time 2 "$(health_url "$comp")" >/dev/null 2>&1 && h=ok || h=failing
+    fi
+  else
+    pid=- rss=- h=down
+  fi
+  [[ $h == ok ]] || ok=1
+  printf '%-24s %-8s %-9s %-8s %s\n' "$comp" "$pid" "$h" "$rss" "$(log_file "$comp")"
+done
+
+if [[ $ok -eq 0 ]]; then
+  BIN=$("$CLUSTER_SCRIPTS/build.sh" --print-bin-dir)
+  echo
+  "$BIN/kubectl" --kubeconfig "$KUBECONFIG_FILE" get nodes -o wide 2>&1 || ok=1
+  echo
+  echo "export KUBECONFIG=$KUBECONFIG_FILE"
+fi
+exit $ok
