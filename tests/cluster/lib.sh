@@ -46,14 +46,17 @@ alive() {
   [[ -n $st && $st != Z && $st != X ]]
 }
 
-# is_ours <pid> <component>: the process runs the component's binary (by executable name) and
-# its command line points into this checkout's state dir. A recycled PID fails both checks.
+# is_ours <pid> <component>: the process runs the component's binary (by the name of its
+# executable, /proc/<pid>/exe, or of its argv[0]: the exe link follows the file if the binary is
+# renamed while running) and its command line points into this checkout's state dir. A recycled
+# PID fails these checks.
 is_ours() {
-  local pid=$1 comp=$2 exe
+  local pid=$1 comp=$2 exe argv0
   alive "$pid" || return 1
   exe=$(readlink "/proc/$pid/exe" 2>/dev/null) || return 1
   exe=${exe% (deleted)}
-  [[ ${exe##*/} == "$comp" ]] || return 1
+  argv0=$(tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null | head -n 1)
+  [[ ${exe##*/} == "$comp" || ${argv0##*/} == "$comp" ]] || return 1
   tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$STATE_DIR/"
 }
 
