@@ -45,8 +45,9 @@ cluster-status: ## Show what runs in the local cluster
 	tests/cluster/status.sh
 
 test: lint crds-check cluster-up ## Everything CI runs: lint, CRD drift, unit and integration tests on the local cluster
+	@# The generated CRDs must be accepted by kubectl as they are.
+	$(CARGO) run --quiet --locked --bin rewind -- crds | "$$(tests/cluster/build.sh --print-bin-dir)/kubectl" --kubeconfig $(KUBECONFIG_LOCAL) apply --dry-run=client -f -
 	KUBECONFIG=$(KUBECONFIG_LOCAL) $(CARGO) test --locked --all-targets -- --test-threads=4
 
-run: build cluster-up ## The demo on the local cluster
-	@echo "The controller is not built yet: this demo will deploy a Release and break it once it is."
-	@echo "Meanwhile: KUBECONFIG=$(KUBECONFIG_LOCAL) kubectl get nodes"
+run: build cluster-up ## The demo on the local cluster: a bad release rolled back
+	deploy/demo/run.sh

@@ -323,6 +323,13 @@ async fn reconcile(release: Arc<Release>, ctx: Arc<Context>) -> Result<Action, E
         if let Some(r) = plan.status.revision {
             tracing::Span::current().record("revision", r);
         }
+        tracing::debug!(
+            phase = ?plan.status.phase,
+            apply = plan.apply.as_ref().map(|t| t.revision),
+            events = plan.events.len(),
+            recheck = ?plan.recheck,
+            "planned"
+        );
         execute(&release, &ns, &plan, &ctx).await?;
         ctx.failures
             .lock()
@@ -416,6 +423,12 @@ async fn execute(release: &Release, ns: &str, plan: &Plan, ctx: &Context) -> Res
     }
     let reference = release.object_ref(&());
     for note in &plan.events {
+        info!(
+            reason = note.reason,
+            warning = note.warning,
+            "{}",
+            note.message
+        );
         let event = KubeEvent {
             type_: if note.warning {
                 EventType::Warning

@@ -139,9 +139,11 @@ pub fn judge_rollout(
             trigger: Trigger::Readiness,
             reason: "ReadinessTimeout",
             message: format!(
-                "{ready} of {} pods of revision {revision} Ready after {}s (readiness timeout)",
+                "revision {revision} not rolled out after {}s (readiness timeout): {ready} of {} pods Ready, {} updated, {} available",
+                policy.readiness_timeout.as_secs(),
                 workload.replicas,
-                policy.readiness_timeout.as_secs()
+                workload.updated,
+                workload.available,
             ),
             at: deadline,
         });
@@ -385,7 +387,8 @@ mod tests {
         };
         assert_eq!(f.at, t(60));
         assert!(
-            f.message.contains("0 of 3 pods of revision 2 Ready"),
+            f.message.contains("revision 2 not rolled out after 60s")
+                && f.message.contains("0 of 3 pods Ready"),
             "{}",
             f.message
         );

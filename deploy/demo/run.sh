@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# The Rewind demo (make run): release 1.0.0 of a Deployment on the local cluster, then a bad
+# 2.0.0 whose pods never become Ready, and Rewind putting 1.0.0's exact digests back.
+# DEMO_KEEP=1 leaves the operator running at the end (Ctrl-C stops it).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+NS=rewind-demo
+BIN_DIR=$(tests/cluster/build.sh --print-bin-dir)
+export KUBECONFIG=$PWD/target/cluster/kubeconfig
+k() { "$BIN_DIR/kubectl" -n "$NS" "$@"; }
+say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+
+# show_until <seconds> <jsonpath phase value>: print the Release every 2 s until its phase is
+# the given one, or fail after the timeout.
+show_until() {
+  local limit=$1 want=$2 start=$SECONDS phase=""
+  while :; do
+    k get rls shop --no-headers -o wide 2>/dev/null | sed "s/^/[$((SECONDS - start))s] /" || true
+    phase=$(k get rls shop -o jsonpath='{.status.phase}' 2>/dev/null || true)
+    [ "$phase" = "$want" ] && return 0
+    if [ $((SECONDS - start)) -ge "$limit" ]; then
+      echo "the Release did not reach $want within ${limit}s; operator log: target/demo-operator.log" >&2
+      return 1
+    fi
+    sleep 2
+  done
+}
+
+say "installing the CRDs and a fresh namespace $NS"
+target/debug/rewind crds | "$BIN_DIR/kubectl" apply -f - >/dev/null
+"$BIN_DIR/kubectl" delete namespace "$NS" --ignore-not-found --wait=true >/dev/null
+"$BIN_DIR/kubectl" create namespace "$NS" >/dev/null
+
+say "starting the operator (log: target/demo-operator.log)"
+target/debug/rewind run --namespace "$NS" --metrics-addr 127.0.0.1:0 2>target/demo-operator.log &
+OPERATOR=$!
+[ "${DEMO_KEEP:-0}" = 1 ] || trap 'kill $OPERATOR 2>/dev/null || true' EXIT
+
+say "applying the Deployment (running 0.9.0), a RollbackPolicy and Release 1.0.0"
+k apply -f deploy/demo/shop.yaml
+k get rls shop -o wide --no-headers >/dev/null 2>&1 || true
+show_until 90 Healthy
+echo "Deployment image now: $(k get deploy shop -o jsonpath='{.spec.template.spec.containers[0].image}')"
+k get rls shop -o jsonpath='{range .status.history[*]}  revision {.revision}: {.version} {.images[0].image} digest {.images[0].digest} ({.outcome}){"\n"}{end}'
+
+say "shipping 2.0.0, whose pods never become Ready (readiness timeout 15s in the demo policy)"
+k patch rls shop --type merge -p '{"spec":{"version":"2.0.0","images":[{"container":"api","image":"demo.example/shop/api:2.0.0-unready"}]}}'
+show_until 90 RolledBack
+
+say "what Rewind recorded"
+k get rls shop -o jsonpath='{.status.rollback}{"\n"}'
+echo
+k get rls shop -o jsonpath='{range .status.conditions[*]}  {.type}={.status} ({.reason}): {.message}{"\n"}{end}'
+echo "Deployment image now: $(k get deploy shop -o jsonpath='{.spec.template.spec.containers[0].image}')"
+
+say "Events on the Release"
+k get events --field-selector involvedObject.kind=Release,involvedObject.name=shop --sort-by=.metadata.creationTimestamp \
+  -o custom-columns=TYPE:.type,REASON:.reason,MESSAGE:.message --no-headers 2>/dev/null \
+  || k get events --sort-by=.metadata.creationTimestamp
+
+say "done"
+echo "2.0.0 stays blocked until spec.version changes or: kubectl -n $NS annotate rls shop rewind.dev/retry=1"
+echo "roll back by hand: kubectl -n $NS annotate rls shop rewind.dev/rollback-to=<version>"
+[ "${DEMO_KEEP:-0}" = 1 ] && { echo "operator still running (pid $OPERATOR); KUBECONFIG=$KUBECONFIG"; wait $OPERATOR; }
+exit 0

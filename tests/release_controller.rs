@@ -1,0 +1,683 @@
+//! The Release controller against the local cluster: pinning, health, automatic and manual
+//! rollback, restarts, bad input. Each test runs its own operator in its own namespace.
+
+mod operator;
+mod support;
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::{
+    Api, ResourceExt,
+    api::{Patch, PatchParams, PostParams},
+};
+use operator::*;
+use rewind::api::{DigestSource, Outcome, Phase, Release, RollbackPhase, RollbackPolicy, Trigger};
+use serde_json::json;
+use support::*;
+
+const REPO: &str = "example.com/shop/api";
+/// The policy every test uses: short timeouts so failures show in seconds.
+/// Long enough for a 3-replica rolling update on a loaded 2-core machine (several tests, each
+/// with its own operator, run at once).
+const READINESS_TIMEOUT: u64 = 20;
+
+struct Fixture {
+    ns: TestNamespace,
+    op: Operator,
+    releases: Api<Release>,
+    deployments: Api<Deployment>,
+}
+
+fn image(version: &str) -> String {
+    format!("{REPO}:{version}")
+}
+
+fn pinned(version: &str) -> String {
+    format!("{REPO}@sha256:{}", sha256_hex(image(version).as_bytes()))
+}
+
+impl Fixture {
+    async fn new(test: &str) -> Fixture {
+        let ns = TestNamespace::new(test).await;
+        install_crds(&ns.client()).await;
+        let policies: Api<RollbackPolicy> = ns.api();
+        let policy: RollbackPolicy = serde_json::from_value(json!({
+            "apiVersion": "rewind.dev/v1alpha1", "kind": "RollbackPolicy",
+            "metadata": {"name": "fast"},
+            "spec": {
+                "readiness": {"timeout": format!("{READINESS_TIMEOUT}s"), "unreadyFor": "3s", "maxUnready": 0},
+                "crashLoop": {"restarts": 2},
+                "imagePull": {"failFor": "4s"},
+                "guardWindow": "2m",
+                "cooldown": "1s"
+            }
+        }))
+        .unwrap();
+        policies
+            .create(&PostParams::default(), &policy)
+            .await
+            .expect("creating the policy");
+        let op = Operator::start(ns.name());
+        Fixture {
+            releases: ns.api(),
+            deployments: ns.api(),
+            op,
+            ns,
+        }
+    }
+
+    async fn create_deployment(&self, image: &str) {
+        self.deployments
+            .create(&PostParams::default(), &deployment("shop", 3, &[image]))
+            .await
+            .expect("creating Deployment shop");
+    }
+
+    /// Apply the Release's spec as a person or a GitOps tool would (its own field manager).
+    async fn apply_release(&self, version: &str, image: &str, extra: serde_json::Value) {
+        let mut spec = json!({
+            "version": version,
+            "target": {"kind": "Deployment", "name": "shop"},
+            "images": [{"container": "app", "image": image}],
+            "policyRef": {"name": "fast"}
+        });
+        if let (Some(s), Some(e)) = (spec.as_object_mut(), extra.as_object()) {
+            s.extend(e.clone());
+        }
+        let body = json!({"apiVersion": "rewind.dev/v1alpha1", "kind": "Release", "metadata": {"name": "shop"}, "spec": spec});
+        self.releases
+            .patch(
+                "shop",
+                &PatchParams::apply("gitops").force(),
+                &Patch::Apply(body),
+            )
+            .await
+            .expect("applying Release shop");
+    }
+
+    async fn annotate<K>(&self, api: &Api<K>, name: &str, key: &str, value: Option<&str>)
+    where
+        K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    {
+        let patch = json!({"metadata": {"annotations": {key: value}}});
+        api.patch(name, &PatchParams::default(), &Patch::Merge(patch))
+            .await
+            .expect("annotating");
+    }
+
+    async fn release_until(
+        &self,
+        what: &str,
+        timeout: Duration,
+        f: impl FnMut(&Release) -> bool,
+    ) -> Release {
+        wait_for(&self.releases, "shop", what, timeout, f).await
+    }
+
+    async fn deployment_until(
+        &self,
+        what: &str,
+        timeout: Duration,
+        f: impl FnMut(&Deployment) -> bool,
+    ) -> Deployment {
+        wait_for(&self.deployments, "shop", what, timeout, f).await
+    }
+
+    /// Deployment shop runs 1.0.0 under Rewind: healthy, pinned to its digest.
+    async fn healthy_v1(&self) -> Release {
+        self.create_deployment(&image("0.9.0")).await;
+        // Rewind takes over a Deployment that runs: revision 0 gets its digest from the pods.
+        self.deployment_until("0.9.0 rolled out", secs(60), deployment_is_rolled_out)
+            .await;
+        self.apply_release("1.0.0", &image("1.0.0"), json!({}))
+            .await;
+        self.deployment_until("pinned to 1.0.0's digest", secs(60), |d| {
+            template_of(d) == (pinned("1.0.0"), Some("1".into()))
+        })
+        .await;
+        self.release_until("Healthy on revision 1", secs(60), |r| {
+            phase(r) == "Healthy" && r.status.as_ref().unwrap().revision == Some(1)
+        })
+        .await
+    }
+
+    /// Ship 2.0.0 as `image` and wait until Rewind put 1.0.0 back; returns how long it took.
+    async fn ship_bad_v2(&self, image: &str, trigger: Trigger) -> (Release, Duration) {
+        let started = Instant::now();
+        self.apply_release("2.0.0", image, json!({})).await;
+        self.deployment_until("rolled out 2.0.0 (revision 2)", secs(20), |d| {
+            template_of(d).1.as_deref() == Some("2")
+        })
+        .await;
+        self.deployment_until("back on 1.0.0's digest (revision 1)", secs(40), |d| {
+            template_of(d) == (pinned("1.0.0"), Some("1".into()))
+        })
+        .await;
+        let took = started.elapsed();
+        let r = self
+            .release_until("rollback Succeeded", secs(30), |r| {
+                r.status
+                    .as_ref()
+                    .and_then(|s| s.rollback.as_ref())
+                    .is_some_and(|rb| rb.phase == RollbackPhase::Succeeded)
+            })
+            .await;
+        let s = r.status.as_ref().unwrap();
+        let rb = s.rollback.as_ref().unwrap();
+        assert_eq!(
+            (rb.trigger, rb.from.revision, rb.to.revision),
+            (trigger, 2, 1),
+            "{}",
+            status_json(&r)
+        );
+        let v2 = s
+            .history
+            .iter()
+            .find(|h| h.revision == 2)
+            .expect("revision 2 in history");
+        assert_eq!(v2.outcome, Outcome::Failed);
+        assert_eq!(v2.failure.as_ref().map(|f| f.trigger), Some(trigger));
+        assert_eq!(s.revision, Some(1));
+        assert_eq!(s.version.as_deref(), Some("1.0.0"));
+        assert_eq!(
+            s.blocked.as_ref().map(|b| b.version.as_str()),
+            Some("2.0.0")
+        );
+        assert_eq!(s.phase, Some(Phase::RolledBack));
+        assert!(
+            has_condition(&r, "RolledBack", "True"),
+            "{}",
+            status_json(&r)
+        );
+        assert!(has_condition(&r, "Ready", "False"));
+        assert!(has_condition(&r, "Stalled", "True"));
+        assert_eq!(s.rollbacks.len(), 1);
+        assert!(
+            rb.images_restored_at.is_some()
+                && rb.completed_at.is_some()
+                && rb.duration_seconds.is_some()
+        );
+        (r, took)
+    }
+}
+
+#[tokio::test]
+async fn pins_the_first_release_and_reports_it_healthy() {
+    let f = Fixture::new("pins_first_release").await;
+    let r = f.healthy_v1().await;
+    let s = r.status.as_ref().unwrap();
+    // Revision 0 is what ran before Rewind took over; revision 1 is the Release.
+    let revs: Vec<(i64, &str)> = s
+        .history
+        .iter()
+        .map(|h| (h.revision, h.version.as_str()))
+        .collect();
+    assert_eq!(revs, [(1, "1.0.0"), (0, "adopted")]);
+    let v1 = &s.history[0];
+    assert_eq!(
+        v1.images[0].digest.as_deref(),
+        Some(format!("sha256:{}", sha256_hex(image("1.0.0").as_bytes())).as_str())
+    );
+    assert_eq!(v1.images[0].resolved_from, Some(DigestSource::PodStatus));
+    assert_eq!(v1.outcome, Outcome::Healthy);
+    assert_eq!(
+        s.history[1].images[0].image,
+        image("0.9.0"),
+        "revision 0 records the image that ran before"
+    );
+    assert!(
+        s.history[1].images[0].digest.is_some(),
+        "revision 0's digest comes from its pods"
+    );
+    assert!(has_condition(&r, "Ready", "True"), "{}", status_json(&r));
+    assert!(has_condition(&r, "Stalled", "False"));
+    assert_eq!(s.observed_generation, r.metadata.generation);
+
+    // The printer columns tell the story (the API server renders them, as for kubectl get).
+    let table = release_table(&f).await;
+    for (column, want) in [
+        ("Version", "1.0.0"),
+        ("Revision", "1"),
+        ("Phase", "Healthy"),
+        ("Ready", "True"),
+        ("Desired", "1.0.0"),
+    ] {
+        assert_eq!(
+            table.get(column).map(String::as_str),
+            Some(want),
+            "column {column} in {table:?}"
+        );
+    }
+    let reasons = event_reasons(&f.ns.client(), f.ns.name(), "shop").await;
+    for want in [
+        "Adopted",
+        "Deploying",
+        "DigestRecorded",
+        "Healthy",
+        "Pinned",
+    ] {
+        assert!(
+            reasons.iter().any(|r| r == want),
+            "no {want} Event in {reasons:?}"
+        );
+    }
+}
+
+/// The Release as `kubectl get rls` shows it: column name → cell.
+async fn release_table(f: &Fixture) -> std::collections::HashMap<String, String> {
+    let url = format!(
+        "/apis/rewind.dev/v1alpha1/namespaces/{}/releases/shop",
+        f.ns.name()
+    );
+    let req = http::Request::get(url)
+        .header("Accept", "application/json;as=Table;v=v1;g=meta.k8s.io")
+        .body(Vec::new())
+        .unwrap();
+    let table: serde_json::Value =
+        serde_json::from_str(&f.ns.client().request_text(req).await.expect("GET as Table"))
+            .unwrap();
+    let names: Vec<String> = table["columnDefinitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap().to_owned())
+        .collect();
+    let cells = table["rows"][0]["cells"].as_array().unwrap();
+    names
+        .into_iter()
+        .zip(cells.iter().map(|c| {
+            c.as_str()
+                .map(String::from)
+                .unwrap_or_else(|| c.to_string())
+        }))
+        .collect()
+}
+
+#[tokio::test]
+async fn rolls_back_when_new_pods_never_become_ready() {
+    let mut f = Fixture::new("never_ready").await;
+    f.healthy_v1().await;
+    let (_, took) = f
+        .ship_bad_v2(&image("2.0.0-unready"), Trigger::Readiness)
+        .await;
+    assert!(
+        took <= secs(READINESS_TIMEOUT + 2),
+        "restored after {took:?}, want ≤ readiness timeout ({READINESS_TIMEOUT}s) + 2s"
+    );
+    let reasons = event_reasons(&f.ns.client(), f.ns.name(), "shop").await;
+    let trail: Vec<&str> = reasons
+        .iter()
+        .map(String::as_str)
+        .filter(|r| ["RollbackStarted", "ImagesRestored", "RollbackSucceeded"].contains(r))
+        .collect();
+    assert_eq!(
+        trail,
+        ["RollbackStarted", "ImagesRestored", "RollbackSucceeded"],
+        "Events: {reasons:?}"
+    );
+    assert_eq!(
+        f.op.log_lines("rollback finished").len(),
+        1,
+        "one structured log line per rollback"
+    );
+
+    // 2.0.0 is blocked: not applied again, not even by a fresh operator.
+    expect_never(
+        &f.deployments,
+        "shop",
+        "2.0.0 applied again",
+        secs(4),
+        |d| template_of(d).1.as_deref() == Some("2"),
+    )
+    .await;
+    f.op.kill();
+    f.op = Operator::start(f.ns.name());
+    expect_never(
+        &f.deployments,
+        "shop",
+        "2.0.0 applied again after a restart",
+        secs(6),
+        |d| template_of(d).1.as_deref() != Some("1"),
+    )
+    .await;
+    let r = f.releases.get("shop").await.unwrap();
+    assert_eq!(phase(&r), "RolledBack");
+    assert_eq!(
+        r.status.as_ref().unwrap().rollbacks.len(),
+        1,
+        "no second rollback after the restart"
+    );
+}
+
+#[tokio::test]
+async fn rolls_back_a_crash_looping_release() {
+    let f = Fixture::new("crashloop").await;
+    f.healthy_v1().await;
+    let (r, _) = f
+        .ship_bad_v2(&image("2.0.0-crashloop"), Trigger::CrashLoop)
+        .await;
+    let failure = r
+        .status
+        .unwrap()
+        .history
+        .into_iter()
+        .find(|h| h.revision == 2)
+        .unwrap()
+        .failure
+        .unwrap();
+    assert!(
+        failure.message.contains("CrashLoopBackOff"),
+        "{}",
+        failure.message
+    );
+}
+
+#[tokio::test]
+async fn rolls_back_a_release_whose_image_cannot_be_pulled() {
+    let f = Fixture::new("badpull").await;
+    f.healthy_v1().await;
+    let (r, _) = f
+        .ship_bad_v2(&image("2.0.0-badpull"), Trigger::ImagePull)
+        .await;
+    let failure = r
+        .status
+        .unwrap()
+        .history
+        .into_iter()
+        .find(|h| h.revision == 2)
+        .unwrap()
+        .failure
+        .unwrap();
+    assert_eq!(failure.reason, "ImagePullFailed");
+}
+
+#[tokio::test]
+async fn reverting_the_spec_reuses_the_recorded_digest() {
+    let f = Fixture::new("revert_reuses_digest").await;
+    f.healthy_v1().await;
+    f.apply_release("2.0.0", &image("2.0.0"), json!({})).await;
+    f.release_until("2.0.0 Healthy", secs(60), |r| {
+        phase(r) == "Healthy" && r.status.as_ref().unwrap().revision == Some(2)
+    })
+    .await;
+    f.apply_release("1.0.0", &image("1.0.0"), json!({})).await;
+    // Revision 3 is 1.0.0 again, applied by digest straight away: never by its tag.
+    let d = f
+        .deployment_until("revision 3 applied", secs(30), |d| {
+            template_of(d).1.as_deref() == Some("3")
+        })
+        .await;
+    assert_eq!(
+        template_of(&d).0,
+        pinned("1.0.0"),
+        "1.0.0 must come back as its recorded digest"
+    );
+    let r = f
+        .release_until("revision 3 Healthy", secs(60), |r| {
+            phase(r) == "Healthy" && r.status.as_ref().unwrap().revision == Some(3)
+        })
+        .await;
+    let s = r.status.unwrap();
+    let (v1, v3) = (
+        s.history.iter().find(|h| h.revision == 1).unwrap(),
+        &s.history[0],
+    );
+    assert_eq!(v3.revision, 3);
+    assert_eq!(v3.images[0].digest, v1.images[0].digest);
+}
+
+#[tokio::test]
+async fn manual_rollback_by_annotation_on_the_release_acts_once() {
+    let f = Fixture::new("manual_on_release").await;
+    f.healthy_v1().await;
+    f.apply_release("2.0.0", &image("2.0.0"), json!({})).await;
+    f.release_until("2.0.0 Healthy", secs(60), |r| {
+        phase(r) == "Healthy" && r.status.as_ref().unwrap().revision == Some(2)
+    })
+    .await;
+    f.annotate(
+        &f.releases,
+        "shop",
+        "rewind.dev/requested-by",
+        Some("alice"),
+    )
+    .await;
+    f.annotate(&f.releases, "shop", "rewind.dev/rollback-to", Some("1.0.0"))
+        .await;
+    f.deployment_until("back on 1.0.0", secs(30), |d| {
+        template_of(d) == (pinned("1.0.0"), Some("1".into()))
+    })
+    .await;
+    let r = f
+        .release_until("manual rollback Succeeded", secs(30), |r| {
+            r.status
+                .as_ref()
+                .and_then(|s| s.rollback.as_ref())
+                .is_some_and(|rb| rb.phase == RollbackPhase::Succeeded)
+        })
+        .await;
+    let rb = r.status.as_ref().unwrap().rollback.clone().unwrap();
+    assert_eq!(
+        (rb.trigger, rb.requested_by.as_deref()),
+        (Trigger::Manual, Some("alice"))
+    );
+    assert_eq!(phase(&r), "RolledBack");
+    assert!(has_condition(&r, "ManualRollback", "True"));
+
+    // The annotation stays (it lives in Git): nothing more happens.
+    f.annotate(
+        &f.releases,
+        "shop",
+        "rewind.dev/requested-by",
+        Some("alice-again"),
+    )
+    .await;
+    expect_never(&f.releases, "shop", "a second rollback", secs(4), |r| {
+        r.status.as_ref().is_some_and(|s| s.rollbacks.len() > 1)
+    })
+    .await;
+    expect_never(
+        &f.deployments,
+        "shop",
+        "the template changed",
+        secs(1),
+        |d| template_of(d).1.as_deref() != Some("1"),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn manual_rollback_by_annotation_on_the_deployment() {
+    let f = Fixture::new("manual_on_deployment").await;
+    f.healthy_v1().await;
+    f.apply_release("2.0.0", &image("2.0.0"), json!({})).await;
+    f.release_until("2.0.0 Healthy", secs(60), |r| {
+        phase(r) == "Healthy" && r.status.as_ref().unwrap().revision == Some(2)
+    })
+    .await;
+    f.annotate(
+        &f.deployments,
+        "shop",
+        "rewind.dev/rollback-to",
+        Some("previous"),
+    )
+    .await;
+    f.deployment_until("back on 1.0.0", secs(30), |d| {
+        template_of(d) == (pinned("1.0.0"), Some("1".into()))
+    })
+    .await;
+    let r = f
+        .release_until("RolledBack", secs(30), |r| phase(r) == "RolledBack")
+        .await;
+    assert_eq!(r.status.unwrap().rollback.unwrap().trigger, Trigger::Manual);
+}
+
+#[tokio::test]
+async fn manual_rollback_to_an_unknown_version_is_refused_and_changes_nothing() {
+    let f = Fixture::new("manual_unknown").await;
+    f.healthy_v1().await;
+    let before = f.deployments.get("shop").await.unwrap();
+    f.annotate(&f.releases, "shop", "rewind.dev/rollback-to", Some("9.9.9"))
+        .await;
+    let r = f
+        .release_until("ManualRollback refused", secs(20), |r| {
+            has_condition(r, "ManualRollback", "False")
+        })
+        .await;
+    let c = condition(&r, "ManualRollback").unwrap();
+    assert_eq!(c.reason, "UnknownVersion");
+    assert!(
+        c.message.contains("9.9.9") && c.message.contains("1.0.0"),
+        "{}",
+        c.message
+    );
+    assert_eq!(phase(&r), "Healthy");
+    assert!(r.status.as_ref().unwrap().rollback.is_none());
+    let after = f.deployments.get("shop").await.unwrap();
+    assert_eq!(
+        after.metadata.generation, before.metadata.generation,
+        "the Deployment must not change"
+    );
+    let reasons = event_reasons(&f.ns.client(), f.ns.name(), "shop").await;
+    assert!(reasons.iter().any(|r| r == "UnknownVersion"), "{reasons:?}");
+}
+
+#[tokio::test]
+async fn a_restart_while_restoring_images_finishes_the_rollback_exactly_once() {
+    let mut f = Fixture::new("restart_mid_rollback").await;
+    f.healthy_v1().await;
+    // This operator exits right after it records RestoringImages, before patching.
+    f.op.kill();
+    f.op = Operator::start_with(
+        f.ns.name(),
+        &[("REWIND_TEST_EXIT_AFTER_PHASE", "RestoringImages")],
+    );
+    f.apply_release("2.0.0", &image("2.0.0-unready"), json!({}))
+        .await;
+    let d2 = f
+        .deployment_until("revision 2 applied", secs(20), |d| {
+            template_of(d).1.as_deref() == Some("2")
+        })
+        .await;
+    let code = f.op.wait_exit(secs(READINESS_TIMEOUT + 20)).await;
+    assert_eq!(
+        code,
+        Some(75),
+        "the fault hook should have stopped the operator"
+    );
+    let r = f.releases.get("shop").await.unwrap();
+    assert_eq!(
+        r.status
+            .as_ref()
+            .unwrap()
+            .rollback
+            .as_ref()
+            .map(|rb| rb.phase),
+        Some(RollbackPhase::RestoringImages)
+    );
+    let d = f.deployments.get("shop").await.unwrap();
+    assert_eq!(
+        template_of(&d).1.as_deref(),
+        Some("2"),
+        "the Deployment is still on revision 2"
+    );
+    assert_eq!(d.metadata.generation, d2.metadata.generation);
+
+    f.op = Operator::start(f.ns.name());
+    let d = f
+        .deployment_until("back on 1.0.0", secs(30), |d| {
+            template_of(d) == (pinned("1.0.0"), Some("1".into()))
+        })
+        .await;
+    f.release_until("rollback Succeeded", secs(30), |r| {
+        r.status
+            .as_ref()
+            .and_then(|s| s.rollback.as_ref())
+            .is_some_and(|rb| rb.phase == RollbackPhase::Succeeded)
+    })
+    .await;
+    // Exactly one change of the template after revision 2, as without the crash.
+    assert_eq!(d.metadata.generation, d2.metadata.generation.map(|g| g + 1));
+    expect_never(
+        &f.deployments,
+        "shop",
+        "another template change",
+        secs(3),
+        |d| d.metadata.generation != d2.metadata.generation.map(|g| g + 1),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_missing_target_is_reported_and_picked_up_when_it_appears() {
+    let f = Fixture::new("missing_target").await;
+    f.apply_release("1.0.0", &image("1.0.0"), json!({})).await;
+    let r = f
+        .release_until("TargetNotFound", secs(20), |r| {
+            condition(r, "Ready").is_some_and(|c| c.reason == "TargetNotFound")
+        })
+        .await;
+    assert!(has_condition(&r, "Stalled", "True"));
+    assert!(
+        condition(&r, "Ready")
+            .unwrap()
+            .message
+            .contains("Deployment shop not found")
+    );
+    f.create_deployment(&image("0.9.0")).await;
+    f.release_until("Healthy once the Deployment exists", secs(60), |r| {
+        phase(r) == "Healthy"
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_container_the_deployment_lacks_is_reported() {
+    let f = Fixture::new("missing_container").await;
+    f.create_deployment(&image("0.9.0")).await;
+    f.releases
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "apiVersion": "rewind.dev/v1alpha1", "kind": "Release", "metadata": {"name": "shop"},
+                "spec": {"version": "1.0.0", "target": {"name": "shop"}, "images": [{"container": "web", "image": image("1.0.0")}]}
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let r = f
+        .release_until("ContainerNotFound", secs(20), |r| {
+            condition(r, "Ready").is_some_and(|c| c.reason == "ContainerNotFound")
+        })
+        .await;
+    let msg = &condition(&r, "Ready").unwrap().message;
+    assert!(
+        msg.contains("no container named web") && msg.contains("app"),
+        "{msg}"
+    );
+    let d = f.deployments.get("shop").await.unwrap();
+    assert_eq!(template_of(&d).0, image("0.9.0"), "nothing applied");
+}
+
+#[tokio::test]
+async fn a_paused_release_is_left_alone() {
+    let f = Fixture::new("paused").await;
+    f.create_deployment(&image("0.9.0")).await;
+    f.apply_release("1.0.0", &image("1.0.0"), json!({"paused": true}))
+        .await;
+    let r = f
+        .release_until("Paused", secs(20), |r| phase(r) == "Paused")
+        .await;
+    assert!(r.status.as_ref().unwrap().history.is_empty());
+    expect_never(
+        &f.deployments,
+        "shop",
+        "the paused Release changed the Deployment",
+        secs(3),
+        |d| template_of(d).0 != image("0.9.0"),
+    )
+    .await;
+    let _ = r.name_any();
+}
