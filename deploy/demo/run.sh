@@ -27,7 +27,7 @@ show_until() {
 }
 
 say "installing the CRDs and a fresh namespace $NS"
-target/debug/rewind crds | "$BIN_DIR/kubectl" apply -f - >/dev/null
+target/debug/rewind crds | "$BIN_DIR/kubectl" apply --server-side --force-conflicts -f - >/dev/null
 "$BIN_DIR/kubectl" delete namespace "$NS" --ignore-not-found --wait=true >/dev/null
 "$BIN_DIR/kubectl" create namespace "$NS" >/dev/null
 
