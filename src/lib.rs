@@ -5,6 +5,7 @@ pub mod api;
 pub mod controller;
 pub mod decide;
 pub mod deploy;
+pub mod digest;
 pub mod http;
 pub mod image;
 pub mod labels;

@@ -44,6 +44,17 @@ struct RunArgs {
     /// Releases reconciled at once.
     #[arg(long, env = "REWIND_CONCURRENCY", default_value_t = 16)]
     concurrency: u16,
+    /// Longest a registry may take to answer a tag lookup (Go duration: 10s, 1m).
+    #[arg(long, env = "REWIND_REGISTRY_TIMEOUT", default_value = "10s")]
+    registry_timeout: rewind::api::duration::Duration,
+    /// Registries (host:port) reached over plain HTTP instead of HTTPS; repeat or separate
+    /// with commas.
+    #[arg(
+        long = "insecure-registry",
+        env = "REWIND_INSECURE_REGISTRIES",
+        value_delimiter = ','
+    )]
+    insecure_registries: Vec<String>,
     /// Log format.
     #[arg(long, env = "REWIND_LOG_FORMAT", value_parser = ["text", "json"], default_value = "text")]
     log_format: String,
@@ -96,10 +107,16 @@ async fn run(args: RunArgs) -> ExitCode {
         version = env!("CARGO_PKG_VERSION"),
         "rewind starting"
     );
+    let registry = rewind::digest::ResolverConfig {
+        timeout: args.registry_timeout.get(),
+        insecure: args.insecure_registries,
+        ..Default::default()
+    };
     let options = Options {
         namespace: args.namespace,
         concurrency: args.concurrency,
         faults,
+        registry,
     };
     controller::run(client, options, metrics, ready).await;
     ExitCode::SUCCESS

@@ -87,6 +87,21 @@ pub struct RollbackPolicySpec {
     /// How migrations are run on rollback.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub migrations: Option<MigrationPolicy>,
+    /// What to do when an image's tag cannot be resolved to a digest from its registry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest_resolution: Option<DigestResolution>,
+}
+
+/// What to do when a tag cannot be resolved to a digest before the rollout.
+#[derive(
+    schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default,
+)]
+pub enum DigestResolution {
+    /// Deploy by the reference as written and record the digest from the pods once they run.
+    #[default]
+    Fallback,
+    /// Refuse to deploy a release that cannot be pinned first.
+    Strict,
 }
 
 /// Which revision a rollback goes to.

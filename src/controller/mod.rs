@@ -15,7 +15,10 @@ use std::{
 
 use futures::{StreamExt, future};
 use jiff::Timestamp;
-use k8s_openapi::api::{apps::v1::Deployment, core::v1::Pod};
+use k8s_openapi::api::{
+    apps::v1::Deployment,
+    core::v1::{Pod, Secret, ServiceAccount},
+};
 use kube::{
     Api, Client, Resource, ResourceExt,
     api::{ListParams, Patch, PatchParams},
@@ -36,7 +39,9 @@ use crate::{
         self, Input, Plan,
         observe::{Observed, PodView, Workload},
     },
-    deploy, labels,
+    deploy,
+    digest::{Credentials, Resolver},
+    labels,
     metrics::{ErrorLabels, Metrics, RollbackLabels},
 };
 
@@ -106,6 +111,8 @@ pub struct Context {
     pub written: Mutex<HashMap<ObjectRef<Release>, u64>>,
     /// Test faults.
     pub faults: Faults,
+    /// Tag-to-digest resolution against registries.
+    pub resolver: Resolver,
     /// Set once the caches synced.
     pub ready: Arc<AtomicBool>,
 }
@@ -119,6 +126,8 @@ pub struct Options {
     pub concurrency: u16,
     /// Test faults.
     pub faults: Faults,
+    /// Registry access.
+    pub registry: crate::digest::ResolverConfig,
 }
 
 fn api<K>(client: &Client, namespace: &Option<String>) -> Api<K>
@@ -198,6 +207,7 @@ pub async fn run(client: Client, options: Options, metrics: Metrics, ready: Arc<
         failures: Mutex::new(HashMap::new()),
         written: Mutex::new(HashMap::new()),
         faults: options.faults.clone(),
+        resolver: Resolver::new(options.registry.clone()),
         ready: ready.clone(),
     });
 
@@ -304,6 +314,19 @@ async fn reconcile(release: Arc<Release>, ctx: Arc<Context>) -> Result<Action, E
             // Adoption: the pods the Deployment ran before Rewind carry no label of ours.
             pods.extend(adoption_pods(&ctx.client, &ns, d).await?);
         }
+        // Pin before rolling out: ask the registry for what a new revision would deploy.
+        let to_resolve = decide::images_to_resolve(&release);
+        let mut resolved = std::collections::BTreeMap::new();
+        if let (false, Some(d)) = (to_resolve.is_empty(), deployment.as_deref()) {
+            let credentials = pull_credentials(&ctx.client, &ns, d).await;
+            let answers = future::join_all(
+                to_resolve
+                    .iter()
+                    .map(|image| ctx.resolver.resolve(image, &credentials)),
+            )
+            .await;
+            resolved.extend(to_resolve.into_iter().zip(answers));
+        }
         let observed = Observed {
             workload: deployment.as_deref().map(Workload::from),
             pods,
@@ -318,6 +341,7 @@ async fn reconcile(release: Arc<Release>, ctx: Arc<Context>) -> Result<Action, E
             policy: &policy,
             policy_error,
             observed: &observed,
+            resolved: &resolved,
             now: Timestamp::now(),
         });
         if let Some(r) = plan.status.revision {
@@ -498,6 +522,51 @@ fn truncate(s: &str, max: usize) -> String {
         end -= 1;
     }
     format!("{}…", &s[..end])
+}
+
+/// Registry credentials the kubelet would use for the Deployment's pods: its
+/// imagePullSecrets and those of its ServiceAccount. Secrets that cannot be read are skipped
+/// (logged): resolution then goes on anonymously and reports what the registry says.
+async fn pull_credentials(client: &Client, ns: &str, d: &Deployment) -> Credentials {
+    let pod_spec = d.spec.as_ref().and_then(|s| s.template.spec.as_ref());
+    let mut names: Vec<String> = pod_spec
+        .and_then(|p| p.image_pull_secrets.as_ref())
+        .into_iter()
+        .flatten()
+        .map(|r| r.name.clone())
+        .collect();
+    let sa_name = pod_spec
+        .and_then(|p| p.service_account_name.clone())
+        .unwrap_or_else(|| "default".into());
+    match Api::<ServiceAccount>::namespaced(client.clone(), ns)
+        .get_opt(&sa_name)
+        .await
+    {
+        Ok(Some(sa)) => names.extend(sa.image_pull_secrets.into_iter().flatten().map(|r| r.name)),
+        Ok(None) => {}
+        Err(e) => {
+            warn!(service_account = %sa_name, error = %e, "cannot read ServiceAccount for pull secrets")
+        }
+    }
+    let secrets = Api::<Secret>::namespaced(client.clone(), ns);
+    let mut credentials = Credentials::default();
+    for name in names {
+        match secrets.get_opt(&name).await {
+            Ok(Some(secret)) => {
+                let data = secret.data.unwrap_or_default();
+                if let Some(json) = data
+                    .get(".dockerconfigjson")
+                    .or_else(|| data.get(".dockercfg"))
+                    && let Err(e) = credentials.add_docker_config(&json.0)
+                {
+                    warn!(secret = %name, error = %e, "pull secret is not a docker config");
+                }
+            }
+            Ok(None) => warn!(secret = %name, "pull secret not found"),
+            Err(e) => warn!(secret = %name, error = %e, "cannot read pull secret"),
+        }
+    }
+    credentials
 }
 
 /// The pods a Deployment runs, listed once when Rewind first takes it over.

@@ -12,6 +12,8 @@ pub const RECONCILING: &str = "Reconciling";
 pub const STALLED: &str = "Stalled";
 /// The desired version was rolled back and is blocked.
 pub const ROLLED_BACK: &str = "RolledBack";
+/// Every image of the newest revision has a digest.
+pub const PINNED: &str = "Pinned";
 /// The outcome of the last `rewind.dev/rollback-to` request.
 pub const MANUAL_ROLLBACK: &str = "ManualRollback";
 
@@ -44,6 +46,9 @@ pub mod reason {
     pub const TARGET_NOT_HEALTHY: &str = "TargetNotHealthy";
     pub const ALREADY_RUNNING: &str = "AlreadyRunning";
     pub const AS_EXPECTED: &str = "AsExpected";
+    pub const RESOLVED: &str = "Resolved";
+    pub const FROM_POD_STATUS: &str = "RecordedFromPodStatus";
+    pub const UNPINNED: &str = "UnpinnedRefused";
 }
 
 /// Set condition `type_` in `conditions`, keeping lastTransitionTime when the status did not

@@ -8,6 +8,8 @@ pub mod health;
 pub mod observe;
 pub mod policy;
 
+use std::collections::BTreeMap;
+
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
@@ -18,6 +20,7 @@ use crate::{
         Release, ReleaseStatus, Revision, RevisionRef, Rollback, RollbackPhase, RollbackTarget,
         Trigger,
     },
+    digest::ResolveError,
     image::{ImageRef, is_digest},
     labels,
 };
@@ -36,6 +39,8 @@ pub struct Input<'a> {
     pub policy_error: Option<String>,
     /// The Deployment and Pods.
     pub observed: &'a Observed,
+    /// What the registry said for each image reference of [`images_to_resolve`].
+    pub resolved: &'a BTreeMap<String, Result<String, ResolveError>>,
     /// The time of the decision.
     pub now: Timestamp,
 }
@@ -289,7 +294,7 @@ impl<'a> Planner<'a> {
             }
             self.status.blocked = None;
         }
-        if self.spec_differs_from_live() {
+        if spec_differs(&self.status, spec) {
             self.deploy(workload);
             return;
         }
@@ -387,21 +392,6 @@ impl<'a> Planner<'a> {
         );
     }
 
-    fn spec_differs_from_live(&self) -> bool {
-        let Some(live) = self.live_index().map(|i| &self.status.history[i]) else {
-            return true;
-        };
-        let spec = &self.release.spec;
-        live.version != spec.version
-            || live.images.len() != spec.images.len()
-            || spec.images.iter().any(|s| {
-                !live
-                    .images
-                    .iter()
-                    .any(|l| l.container == s.container && l.image == s.image)
-            })
-    }
-
     fn deploy(&mut self, workload: &Workload) {
         let spec = &self.release.spec;
         let number = self
@@ -411,30 +401,38 @@ impl<'a> Planner<'a> {
             .map(|r| r.revision)
             .max()
             .map_or(1, |m| m + 1);
-        // A version already in history brings back its recorded digests: the same bits, even
-        // if the tag moved since.
-        let same_version: Vec<&Revision> = self
-            .status
-            .history
-            .iter()
-            .filter(|r| r.version == spec.version)
-            .collect();
+        // The digest in the reference, else the one recorded for this version (a Git revert
+        // brings back the same bits, even if the tag moved), else the registry's answer.
+        let mut unresolved: Vec<String> = Vec::new();
+        let mut first_error: Option<&'static str> = None;
         let images: Vec<PinnedImage> = spec
             .images
             .iter()
             .map(|i| {
-                let reference = ImageRef::parse(&i.image)
-                    .digest
-                    .filter(|d| is_digest(d))
-                    .map(String::from);
-                let recorded = same_version.iter().flat_map(|r| r.images.iter()).find(|p| {
-                    p.container == i.container && p.image == i.image && p.digest.is_some()
-                });
-                let (digest, resolved_from) = match (reference, recorded) {
-                    (Some(d), _) => (Some(d), Some(DigestSource::Reference)),
-                    (None, Some(r)) => (r.digest.clone(), r.resolved_from),
-                    (None, None) => (None, None),
-                };
+                let (digest, resolved_from) =
+                    match known_digest(&self.status.history, &spec.version, &i.container, &i.image)
+                    {
+                        Some((d, from)) => (Some(d), from),
+                        None => match self.input.resolved.get(&i.image) {
+                            Some(Ok(d)) => (Some(d.clone()), Some(DigestSource::Registry)),
+                            Some(Err(e)) => {
+                                first_error.get_or_insert(e.reason());
+                                unresolved.push(format!(
+                                    "{}={} ({}: {e})",
+                                    i.container,
+                                    i.image,
+                                    e.reason()
+                                ));
+                                (None, None)
+                            }
+                            None => {
+                                // Not asked (no registry lookup was needed or possible).
+                                unresolved
+                                    .push(format!("{}={} (not looked up)", i.container, i.image));
+                                (None, None)
+                            }
+                        },
+                    };
                 PinnedImage {
                     container: i.container.clone(),
                     image: i.image.clone(),
@@ -443,6 +441,60 @@ impl<'a> Planner<'a> {
                 }
             })
             .collect();
+        let pin_reason = first_error.unwrap_or(reason::DIGESTS_UNKNOWN);
+        if !unresolved.is_empty() && self.policy.strict_digests {
+            let msg = format!(
+                "refusing to deploy {} unpinned (policy digestResolution: Strict): {}; asking the registry again in {}s",
+                spec.version,
+                unresolved.join("; "),
+                STRICT_RETRY.as_secs()
+            );
+            conditions::set(
+                &mut self.status.conditions,
+                conditions::PINNED,
+                false,
+                pin_reason,
+                msg.clone(),
+                self.generation,
+                self.now,
+            );
+            self.stall(reason::UNPINNED, msg);
+            self.recheck_at(Some(add(self.now, STRICT_RETRY)));
+            return;
+        }
+        if unresolved.is_empty() {
+            let msg = format!(
+                "every image of {} is pinned before the rollout",
+                spec.version
+            );
+            conditions::set(
+                &mut self.status.conditions,
+                conditions::PINNED,
+                true,
+                reason::RESOLVED,
+                msg,
+                self.generation,
+                self.now,
+            );
+        } else {
+            let msg = format!(
+                "deploying {} by reference as written, the digest will be recorded from pod status: {}",
+                spec.version,
+                unresolved.join("; ")
+            );
+            conditions::set(
+                &mut self.status.conditions,
+                conditions::PINNED,
+                false,
+                pin_reason,
+                msg.clone(),
+                self.generation,
+                self.now,
+            );
+            if first_error.is_some() {
+                self.note(true, pin_reason, msg);
+            }
+        }
         let reused = images.iter().filter(|i| i.digest.is_some()).count();
         if let Some(live) = self.live_index() {
             let prev = &mut self.status.history[live];
@@ -521,6 +573,26 @@ impl<'a> Planner<'a> {
                 img.digest = Some(d);
                 img.resolved_from = Some(DigestSource::PodStatus);
             }
+        }
+        if !recorded.is_empty()
+            && self.status.history[idx]
+                .images
+                .iter()
+                .all(|i| i.digest.is_some())
+            && conditions::get(&self.status.conditions, conditions::PINNED)
+                .is_some_and(|c| c.status == "False")
+        {
+            let msg =
+                format!("every image of revision {revision} has a digest recorded from pod status");
+            conditions::set(
+                &mut self.status.conditions,
+                conditions::PINNED,
+                true,
+                reason::FROM_POD_STATUS,
+                msg,
+                self.generation,
+                self.now,
+            );
         }
         if !recorded.is_empty() {
             self.note(
@@ -1198,6 +1270,69 @@ impl<'a> Planner<'a> {
             }
         }
     }
+}
+
+/// How long a Strict policy waits before asking the registry again.
+const STRICT_RETRY: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The live revision in `status` runs something other than `spec` (or nothing runs yet).
+fn spec_differs(status: &ReleaseStatus, spec: &crate::api::ReleaseSpec) -> bool {
+    let Some(live) = status
+        .revision
+        .and_then(|n| status.history.iter().find(|r| r.revision == n))
+    else {
+        return true;
+    };
+    live.version != spec.version
+        || live.images.len() != spec.images.len()
+        || spec.images.iter().any(|s| {
+            !live
+                .images
+                .iter()
+                .any(|l| l.container == s.container && l.image == s.image)
+        })
+}
+
+/// A digest Rewind already knows for `image` of `container` at `version`: in the reference
+/// itself, or recorded for the same version and image in history.
+fn known_digest(
+    history: &[Revision],
+    version: &str,
+    container: &str,
+    image: &str,
+) -> Option<(String, Option<DigestSource>)> {
+    if let Some(d) = ImageRef::parse(image).digest.filter(|d| is_digest(d)) {
+        return Some((d.to_owned(), Some(DigestSource::Reference)));
+    }
+    history
+        .iter()
+        .filter(|r| r.version == version)
+        .flat_map(|r| r.images.iter())
+        .find(|p| p.container == container && p.image == image && p.digest.is_some())
+        .map(|p| (p.digest.clone().unwrap_or_default(), p.resolved_from))
+}
+
+/// The image references the registry must be asked about before planning: those of a spec
+/// about to be deployed whose digest is not already known. Empty when nothing will deploy.
+pub fn images_to_resolve(release: &Release) -> Vec<String> {
+    let spec = &release.spec;
+    let status = release.status.clone().unwrap_or_default();
+    let in_flight = status
+        .rollback
+        .as_ref()
+        .is_some_and(|r| !r.phase.is_finished());
+    let blocked = status
+        .blocked
+        .as_ref()
+        .is_some_and(|b| b.version == spec.version);
+    if spec.paused || in_flight || blocked || !spec_differs(&status, spec) {
+        return Vec::new();
+    }
+    spec.images
+        .iter()
+        .filter(|i| known_digest(&status.history, &spec.version, &i.container, &i.image).is_none())
+        .map(|i| i.image.clone())
+        .collect()
 }
 
 /// The digest every pod in `pods` reports for `container`, if they report one and agree.

@@ -31,6 +31,8 @@ pub struct Policy {
     pub guard_window: Duration,
     /// Minimum gap between automatic rollbacks.
     pub cooldown: Duration,
+    /// Refuse to deploy what cannot be pinned from the registry first.
+    pub strict_digests: bool,
 }
 
 /// Finished rollbacks kept in `status.rollbacks`.
@@ -50,6 +52,7 @@ impl Default for Policy {
             progress_deadline: true,
             guard_window: Duration::from_secs(15 * 60),
             cooldown: Duration::from_secs(10 * 60),
+            strict_digests: false,
         }
     }
 }
@@ -83,6 +86,7 @@ impl From<&RollbackPolicySpec> for Policy {
                 .as_ref()
                 .map_or(d.guard_window, |t| t.get()),
             cooldown: spec.cooldown.as_ref().map_or(d.cooldown, |t| t.get()),
+            strict_digests: spec.digest_resolution == Some(crate::api::DigestResolution::Strict),
         }
     }
 }

@@ -329,6 +329,9 @@ struct World {
     workload: Option<Workload>,
     pods: Vec<PodView>,
     registry: BTreeMap<String, String>,
+    /// What the registry answered before the plan (the controller asks for
+    /// `images_to_resolve`); empty: nothing was asked.
+    resolved: BTreeMap<String, Result<String, ResolveError>>,
     now: Timestamp,
 }
 
@@ -341,6 +344,7 @@ impl World {
             workload: Some(workload),
             pods: Vec::new(),
             registry: registry(),
+            resolved: BTreeMap::new(),
             now: t(0),
         }
     }
@@ -356,6 +360,7 @@ impl World {
             policy: &self.policy,
             policy_error: self.policy_error.clone(),
             observed: &observed,
+            resolved: &self.resolved,
             now: self.now,
         })
     }
@@ -2397,4 +2402,147 @@ fn status_settles_in_one_plan() {
     // Right after a rollback succeeded.
     let mut w = rolled_back_v2();
     assert_settled(&mut w, 440);
+}
+
+// ---- digests from the registry ----------------------------------------------------------------
+
+/// `healthy_v1`, with the registry answering every lookup from `registry()`.
+fn world_with_registry() -> World {
+    let mut w = healthy_v1();
+    w.resolved = w
+        .registry
+        .iter()
+        .map(|(k, v)| (k.clone(), Ok(v.clone())))
+        .collect();
+    w
+}
+
+#[test]
+fn a_resolved_tag_is_pinned_before_the_rollout() {
+    let mut w = world_with_registry();
+    let p = w.set_version("2.0.0").at(100).step();
+    let t = p.apply.clone().expect("revision 2 applied");
+    assert_eq!(
+        t.containers[0].1,
+        pinned(2),
+        "applied by digest, before any pod exists"
+    );
+    let e = entry(&p.status, 2);
+    assert_eq!(e.images[0].digest, Some(d(2)));
+    assert_eq!(e.images[0].resolved_from, Some(DigestSource::Registry));
+    assert_eq!(
+        cond(&p.status, conditions::PINNED),
+        is("True", reason::RESOLVED)
+    );
+    assert!(!reasons(&p).contains(&"RegistryUnreachable"));
+}
+
+#[test]
+fn an_unreachable_registry_falls_back_to_the_tag_with_a_reason() {
+    let mut w = healthy_v1();
+    w.resolved.insert(
+        tag("2.0.0"),
+        Err(ResolveError::Unreachable("connection refused".into())),
+    );
+    let p = w.set_version("2.0.0").at(100).step();
+    assert_eq!(
+        p.apply.clone().expect("deployed anyway").containers[0].1,
+        tag("2.0.0")
+    );
+    assert_eq!(entry(&p.status, 2).images[0].digest, None);
+    assert_eq!(
+        cond(&p.status, conditions::PINNED),
+        is("False", "RegistryUnreachable")
+    );
+    assert!(
+        reasons(&p).contains(&"RegistryUnreachable"),
+        "{:?}",
+        reasons(&p)
+    );
+    let msg = &condition(&p.status, conditions::PINNED).message;
+    assert!(
+        msg.contains("connection refused") && msg.contains("pod status"),
+        "{msg}"
+    );
+    // Once the pods report the digest, it is recorded and the condition turns True.
+    let p = w.at(120).roll_out().step();
+    assert_eq!(
+        entry(&p.status, 2).images[0].resolved_from,
+        Some(DigestSource::PodStatus)
+    );
+    assert_eq!(
+        cond(&p.status, conditions::PINNED),
+        is("True", reason::FROM_POD_STATUS)
+    );
+}
+
+#[test]
+fn a_strict_policy_refuses_to_deploy_unpinned_and_asks_again_later() {
+    let mut w = healthy_v1();
+    w.policy.strict_digests = true;
+    w.resolved.insert(
+        tag("2.0.0"),
+        Err(ResolveError::Unauthorized("http://r/v2/".into())),
+    );
+    let p = w.set_version("2.0.0").at(100).step();
+    assert_eq!(p.apply, None, "nothing deployed");
+    assert_eq!(p.status.revision, Some(1), "1.0.0 keeps running");
+    assert_eq!(p.status.phase, Some(Phase::Failed));
+    assert_eq!(
+        cond(&p.status, conditions::STALLED),
+        is("True", reason::UNPINNED)
+    );
+    assert_eq!(
+        cond(&p.status, conditions::PINNED),
+        is("False", "RegistryUnauthorized")
+    );
+    assert_eq!(p.recheck, Some(t(130)));
+    assert_eq!(reasons(&p), [reason::UNPINNED]);
+    // Still refused a plan later: no new Event, the same status.
+    let again = w.at(130).step();
+    assert_eq!(again.events, []);
+    assert_eq!(again.apply, None);
+    // The registry answers: deployed pinned.
+    w.resolved.insert(tag("2.0.0"), Ok(d(2)));
+    let p = w.at(160).step();
+    assert_eq!(p.apply.expect("deployed").containers[0].1, pinned(2));
+    assert_eq!(
+        cond(&p.status, conditions::STALLED),
+        is("False", reason::PROGRESSING)
+    );
+}
+
+#[test]
+fn a_recorded_digest_wins_over_a_moved_tag() {
+    let mut w = world_with_registry();
+    w.deploy_healthy("2.0.0", 100);
+    // The tag 1.0.0 now points elsewhere; going back to 1.0.0 must not follow it.
+    w.resolved.insert(tag("1.0.0"), Ok(d(77)));
+    let p = w.set_version("1.0.0").at(300).step();
+    assert_eq!(p.apply.expect("revision 3").containers[0].1, pinned(1));
+}
+
+#[test]
+fn only_what_will_deploy_is_looked_up() {
+    let w = healthy_v1();
+    assert_eq!(
+        images_to_resolve(&w.release),
+        Vec::<String>::new(),
+        "spec runs already"
+    );
+    let mut w2 = healthy_v1();
+    w2.set_version("2.0.0");
+    assert_eq!(images_to_resolve(&w2.release), [tag("2.0.0")]);
+    // A version recorded in history, a digest reference, a paused or blocked release: no lookup.
+    let mut back = healthy_v1();
+    back.deploy_healthy("2.0.0", 100).set_version("1.0.0");
+    assert_eq!(images_to_resolve(&back.release), Vec::<String>::new());
+    let mut by_digest = healthy_v1();
+    by_digest.release.spec.images[0].image = pinned(9);
+    assert_eq!(images_to_resolve(&by_digest.release), Vec::<String>::new());
+    let mut paused = w2.release.clone();
+    paused.spec.paused = true;
+    assert_eq!(images_to_resolve(&paused), Vec::<String>::new());
+    let blocked = rolled_back_v2();
+    assert_eq!(images_to_resolve(&blocked.release), Vec::<String>::new());
 }
