@@ -205,11 +205,13 @@ impl Default for ResolverConfig {
 }
 
 type CacheKey = (String, u64);
+/// When an answer was given, and the answer.
+type CacheEntry = (Instant, Result<String, ResolveError>);
 
 /// Resolves references to manifest digests (for multi-arch images, the index digest).
 pub struct Resolver {
     config: ResolverConfig,
-    cache: Mutex<HashMap<CacheKey, (Instant, Result<String, ResolveError>)>>,
+    cache: Mutex<HashMap<CacheKey, CacheEntry>>,
 }
 
 /// Entries above this are swept of expired ones.
