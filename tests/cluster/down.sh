@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Stops Rewind's local test cluster started by up.sh and removes its state (target/cluster).
+# Stops Rewind's local test cluster started by up.sh (control plane, kwok and the two registries)
+# and removes its state (target/cluster, including the registries' storage and registry.env).
 # Only processes whose PIDs up.sh recorded are signalled, and only after checking that the PID
 # still runs that component's binary for this checkout (/proc/<pid>/exe and cmdline):
 # TERM first, KILL after REWIND_CLUSTER_STOP_GRACE seconds (default 10).

@@ -16,9 +16,22 @@ APISERVER_PORT=${REWIND_APISERVER_PORT:-16443}
 KCM_PORT=${REWIND_KCM_PORT:-16257}
 SCHEDULER_PORT=${REWIND_SCHEDULER_PORT:-16259}
 KWOK_PORT=${REWIND_KWOK_PORT:-16247}
+REGISTRY_PORT=${REWIND_REGISTRY_PORT:-15000}
+REGISTRY_AUTH_PORT=${REWIND_REGISTRY_AUTH_PORT:-15001}
 
-# Start order; down.sh stops in reverse.
-COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
+# The two OCI registries (Debian's docker-registry, distribution 2.8): `registry` is open,
+# `registry-auth` wants HTTP basic auth (htpasswd, bcrypt). Both plain HTTP on 127.0.0.1.
+# Their configs, htpasswd file and storage live in $REGISTRY_DIR; addresses and credentials for
+# the tests go to $REGISTRY_ENV_FILE.
+REGISTRY_BIN=${REWIND_REGISTRY_BIN:-/usr/bin/docker-registry}
+REGISTRY_DIR=$STATE_DIR/registry
+REGISTRY_ENV_FILE=$STATE_DIR/registry.env
+REGISTRY_USER=rewind
+
+# Start order; down.sh stops in reverse. The first five are built by build.sh; the registries
+# run Debian's docker-registry ($REGISTRY_BIN).
+BUILT_COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
+COMPONENTS=("${BUILT_COMPONENTS[@]}" registry registry-auth)
 STOP_GRACE_SECONDS=${REWIND_CLUSTER_STOP_GRACE:-10}
 
 ME=$(basename "$0")
@@ -32,6 +45,32 @@ ports_of() {
     kube-controller-manager) echo "$KCM_PORT:REWIND_KCM_PORT" ;;
     kube-scheduler) echo "$SCHEDULER_PORT:REWIND_SCHEDULER_PORT" ;;
     kwok) echo "$KWOK_PORT:REWIND_KWOK_PORT" ;;
+    registry) echo "$REGISTRY_PORT:REWIND_REGISTRY_PORT" ;;
+    registry-auth) echo "$REGISTRY_AUTH_PORT:REWIND_REGISTRY_AUTH_PORT" ;;
+  esac
+}
+
+# registry_config <component>: the config file the registry runs with (also what identifies the
+# process as ours: both registries run the same binary).
+registry_config() {
+  case $1 in
+    registry) echo "$REGISTRY_DIR/open.yml" ;;
+    registry-auth) echo "$REGISTRY_DIR/auth.yml" ;;
+  esac
+}
+
+# registry_healthy <component>: GET /v2/ answers 200 (registry-auth: with the credentials from
+# the env file; the password is passed to curl on stdin, not on its command line).
+registry_healthy() {
+  case $1 in
+    registry) curl -sf --max-time 2 -o /dev/null "http://127.0.0.1:$REGISTRY_PORT/v2/" 2>/dev/null ;;
+    registry-auth)
+      local pw
+      pw=$(sed -n 's/^REWIND_TEST_REGISTRY_PASSWORD=//p' "$REGISTRY_ENV_FILE" 2>/dev/null) || return 1
+      [[ -n $pw ]] || return 1
+      printf 'user = "%s:%s"\n' "$REGISTRY_USER" "$pw" |
+        curl -sf --max-time 2 -o /dev/null -K - "http://127.0.0.1:$REGISTRY_AUTH_PORT/v2/" 2>/dev/null
+      ;;
   esac
 }
 
@@ -48,16 +87,33 @@ alive() {
 
 # is_ours <pid> <component>: the process runs the component's binary (by the name of its
 # executable, /proc/<pid>/exe, or of its argv[0]: the exe link follows the file if the binary is
-# renamed while running) and its command line points into this checkout's state dir. A recycled
-# PID fails these checks.
+# renamed while running) and its command line points into this checkout's state dir (for the
+# registries: at that registry's own config file). A recycled PID fails these checks.
 is_ours() {
-  local pid=$1 comp=$2 exe argv0
+  local pid=$1 comp=$2 exe cmdline argv0 n
+  local -a names=("$comp")
+  if [[ $comp == registry || $comp == registry-auth ]]; then
+    # Both run docker-registry, or whatever REWIND_REGISTRY_BIN named when up.sh started them
+    # (recorded in registry/binary, so down.sh finds them without that variable).
+    names=(docker-registry "${REGISTRY_BIN##*/}")
+    [[ -r $REGISTRY_DIR/binary ]] && names+=("$(basename -- "$(<"$REGISTRY_DIR/binary")")")
+  fi
   alive "$pid" || return 1
   exe=$(readlink "/proc/$pid/exe" 2>/dev/null) || return 1
   exe=${exe% (deleted)}
-  argv0=$(tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null | head -n 1)
-  [[ ${exe##*/} == "$comp" || ${argv0##*/} == "$comp" ]] || return 1
-  tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$STATE_DIR/"
+  cmdline=$(tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null) || return 1
+  argv0=${cmdline%%$'\n'*}
+  for n in "${names[@]}"; do
+    [[ ${exe##*/} == "$n" || ${argv0##*/} == "$n" ]] || continue
+    # Explicit statuses: a bare `return` in a function run from up.sh's EXIT trap would return
+    # the status that triggered the trap, not this grep's.
+    case $comp in
+      registry | registry-auth) grep -qxF -- "$(registry_config "$comp")" <<<"$cmdline" && return 0 ;;
+      *) grep -qF -- "$STATE_DIR/" <<<"$cmdline" && return 0 ;;
+    esac
+    return 1
+  done
+  return 1
 }
 
 # running_pid <component>: print the recorded PID if that process is alive and ours.

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Shows whether each component of the local test cluster runs and answers its health check,
-# and the fake nodes. Exit status 0 only if everything is up and healthy.
+# Shows whether each component of the local test cluster runs and answers its health check
+# (the registries: GET /v2/, the auth one with the credentials from registry.env), and the fake
+# nodes. Exit status 0 only if everything is up and healthy.
 set -uo pipefail
 # shellcheck source=tests/cluster/lib.sh
 source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/lib.sh"
@@ -12,6 +13,8 @@ health_url() {
     kube-controller-manager) echo "https://127.0.0.1:$KCM_PORT/healthz" ;;
     kube-scheduler) echo "https://127.0.0.1:$SCHEDULER_PORT/healthz" ;;
     kwok) echo "http://127.0.0.1:$KWOK_PORT/healthz" ;;
+    registry) echo "http://127.0.0.1:$REGISTRY_PORT/v2/" ;;
+    registry-auth) echo "http://127.0.0.1:$REGISTRY_AUTH_PORT/v2/" ;;
   esac
 }
 
@@ -22,6 +25,8 @@ for comp in "${COMPONENTS[@]}"; do
     rss=$(awk '/^VmRSS:/ { printf "%dMi", $2 / 1024 }' "/proc/$pid/status")
     if [[ $comp == kube-apiserver ]]; then
       apiserver_ready && h=ok || h=failing
+    elif [[ $comp == registry || $comp == registry-auth ]]; then
+      registry_healthy "$comp" && h=ok || h=failing
     else
       curl -skf --max-time 2 "$(health_url "$comp")" >/dev/null 2>&1 && h=ok || h=failing
     fi
@@ -36,6 +41,9 @@ if [[ $ok -eq 0 ]]; then
   BIN=$("$CLUSTER_SCRIPTS/build.sh" --print-bin-dir)
   echo
   "$BIN/kubectl" --kubeconfig "$KUBECONFIG_FILE" get nodes -o wide 2>&1 || ok=1
+  echo
+  echo "registries (from $REGISTRY_ENV_FILE):"
+  grep -v '^REWIND_TEST_REGISTRY_PASSWORD=' "$REGISTRY_ENV_FILE" | sed 's/^/  /'
   echo
   echo "export KUBECONFIG=$KUBECONFIG_FILE"
 fi

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Starts Rewind's local test cluster as plain processes bound to 127.0.0.1: etcd, kube-apiserver,
 # kube-controller-manager, kube-scheduler (all real, built from Go modules by build.sh) and
-# kwok, which plays the kubelets of N fake nodes. State lives in target/cluster/ of this
-# checkout; the admin kubeconfig is target/cluster/kubeconfig.
+# kwok, which plays the kubelets of N fake nodes; plus two OCI registries (Debian's
+# docker-registry): an open one and one with htpasswd basic auth. State lives in target/cluster/
+# of this checkout; the admin kubeconfig is target/cluster/kubeconfig, the registries' addresses
+# and credentials are in target/cluster/registry.env.
 #
 # Idempotent: if the cluster is already up and healthy it says so and exits 0. Stale PID files
 # from a killed run are cleaned up. Any component that exits or does not become healthy in time
@@ -14,8 +16,11 @@
 #   REWIND_CLUSTER_TIMEOUT=120      seconds to wait for each component / step
 #   REWIND_ETCD_PORT=12379 REWIND_ETCD_PEER_PORT=12380 REWIND_APISERVER_PORT=16443
 #   REWIND_KCM_PORT=16257 REWIND_SCHEDULER_PORT=16259 REWIND_KWOK_PORT=16247
+#   REWIND_REGISTRY_PORT=15000 REWIND_REGISTRY_AUTH_PORT=15001
+#   REWIND_REGISTRY_BIN=/usr/bin/docker-registry   the registry binary (distribution 2.8)
 #   REWIND_ETCD_ARGS, REWIND_APISERVER_ARGS, REWIND_KCM_ARGS, REWIND_SCHEDULER_ARGS,
-#   REWIND_KWOK_ARGS                extra flags appended to a component's command line
+#   REWIND_KWOK_ARGS, REWIND_REGISTRY_ARGS (both registries)
+#                                   extra flags appended to a component's command line
 #   REWIND_CLUSTER_STATE            state dir (default <repo>/target/cluster)
 set -euo pipefail
 # shellcheck source=tests/cluster/lib.sh
@@ -36,6 +41,21 @@ for t in openssl curl setsid flock base64 sha256sum awk; do
 done
 if [[ ${#missing_tools[@]} -gt 0 ]]; then
   say "ERROR: missing tools: ${missing_tools[*]} (Debian: apt-get install openssl curl util-linux coreutils gawk)"
+  exit 1
+fi
+# The registries: Debian's docker-registry and htpasswd (apache2-utils). Not installed from here.
+missing_pkgs=()
+if [[ ! -x $REGISTRY_BIN ]]; then
+  missing_pkgs+=(docker-registry)
+  say "ERROR: $REGISTRY_BIN is missing: the test registries run it; it comes with the Debian package docker-registry"
+  [[ -n ${REWIND_REGISTRY_BIN:-} ]] && say "       (that path is from REWIND_REGISTRY_BIN; unset it to use /usr/bin/docker-registry)"
+fi
+if ! command -v htpasswd >/dev/null 2>&1; then
+  missing_pkgs+=(apache2-utils)
+  say "ERROR: htpasswd is not on PATH: it writes the auth registry's password file; it comes with the Debian package apache2-utils"
+fi
+if [[ ${#missing_pkgs[@]} -gt 0 ]]; then
+  say "       Install with: apt-get install ${missing_pkgs[*]}   (nothing was started)"
   exit 1
 fi
 command -v ss >/dev/null 2>&1 || say "note: 'ss' (iproute2) not found; port checks cannot name the process holding a port"
@@ -66,8 +86,10 @@ for comp in "${COMPONENTS[@]}"; do
   fi
 done
 
-if [[ ${#running[@]} -eq ${#COMPONENTS[@]} && -f $KUBECONFIG_FILE ]] && apiserver_ready; then
+if [[ ${#running[@]} -eq ${#COMPONENTS[@]} && -f $KUBECONFIG_FILE && -f $REGISTRY_ENV_FILE ]] &&
+  apiserver_ready && registry_healthy registry && registry_healthy registry-auth; then
   say "cluster already up and healthy ($STATE_DIR); nothing to do"
+  say "registries: 127.0.0.1:$REGISTRY_PORT (open), 127.0.0.1:$REGISTRY_AUTH_PORT (basic auth); see $REGISTRY_ENV_FILE"
   echo "export KUBECONFIG=$KUBECONFIG_FILE"
   exit 0
 fi
@@ -99,7 +121,7 @@ if ! BIN=$("$CLUSTER_SCRIPTS/build.sh" | tail -n 1); then
   say "ERROR: cannot start the cluster: building its binaries failed (see above); nothing was started"
   exit 1
 fi
-for comp in "${COMPONENTS[@]}" kubectl; do
+for comp in "${BUILT_COMPONENTS[@]}" kubectl; do
   [[ -x $BIN/$comp ]] || { say "ERROR: build.sh did not produce $BIN/$comp"; exit 1; }
 done
 kubectl() { "$BIN/kubectl" --kubeconfig "$KUBECONFIG_FILE" "$@"; }
@@ -122,6 +144,8 @@ cleanup_on_failure() {
     for ((i = ${#STARTED[@]} - 1; i >= 0; i--)); do stop_component "${STARTED[i]}"; done
     say "stopped everything this run started (${STARTED[*]}); logs kept in $LOG_DIR"
   fi
+  # Its password belongs to a registry that no longer runs.
+  rm -f "$REGISTRY_ENV_FILE"
 }
 trap cleanup_on_failure EXIT
 trap 'say "interrupted"; exit 130' INT TERM
@@ -198,23 +222,81 @@ write_kubeconfig "$KC_DIR/kube-scheduler.kubeconfig" kube-scheduler system:kube-
 write_kubeconfig "$KC_DIR/kwok.kubeconfig" kwok kwok-controller
 # The admin kubeconfig is written last (below), once the API answers: its presence means "up".
 
+# ---------------------------------------------------------------- registries (config, htpasswd)
+# Generated per start: a fresh password for the auth registry (bcrypt in htpasswd) and a fresh
+# http.secret for each registry; nothing secret is committed. Storage starts empty.
+mkdir -p "$REGISTRY_DIR/open" "$REGISTRY_DIR/auth"
+chmod 700 "$REGISTRY_DIR"
+echo "$REGISTRY_BIN" >"$REGISTRY_DIR/binary"
+REGISTRY_PASSWORD=$(openssl rand -hex 16)
+if ! out=$(printf '%s\n' "$REGISTRY_PASSWORD" | htpasswd -iBc "$REGISTRY_DIR/htpasswd" "$REGISTRY_USER" 2>&1); then
+  say "ERROR: htpasswd -B failed: $out"
+  exit 1
+fi
+# registry_yaml <storage dir> <port> [auth block]
+registry_yaml() {
+  cat <<EOF
+# Generated by tests/cluster/up.sh for the local test cluster; regenerated on every start.
+version: 0.1
+log:
+  level: info
+  formatter: text
+  accesslog:
+    disabled: true
+storage:
+  filesystem:
+    rootdirectory: $1
+  delete:
+    enabled: true
+  maintenance:
+    uploadpurging:
+      enabled: false
+http:
+  addr: 127.0.0.1:$2
+  secret: $(openssl rand -hex 16)
+  headers:
+    X-Content-Type-Options: [nosniff]
+${3:-}
+EOF
+}
+registry_yaml "$REGISTRY_DIR/open" "$REGISTRY_PORT" >"$REGISTRY_DIR/open.yml"
+registry_yaml "$REGISTRY_DIR/auth" "$REGISTRY_AUTH_PORT" "$(printf '%s\n' 'auth:' '  htpasswd:' \
+  '    realm: rewind-test-registry' "    path: $REGISTRY_DIR/htpasswd")" >"$REGISTRY_DIR/auth.yml"
+chmod 600 "$REGISTRY_DIR"/*.yml "$REGISTRY_DIR/htpasswd"
+# Written before the registries start: the auth registry's health check reads the password here.
+cat >"$REGISTRY_ENV_FILE" <<EOF
+REWIND_TEST_REGISTRY=127.0.0.1:$REGISTRY_PORT
+REWIND_TEST_REGISTRY_AUTH=127.0.0.1:$REGISTRY_AUTH_PORT
+REWIND_TEST_REGISTRY_USER=$REGISTRY_USER
+REWIND_TEST_REGISTRY_PASSWORD=$REGISTRY_PASSWORD
+EOF
+chmod 600 "$REGISTRY_ENV_FILE"
+
 # ---------------------------------------------------------------- processes
 # start <component> <args...>: run it in its own session, log to logs/<component>.log.
 start() {
-  local comp=$1 extra_var pid
+  local comp=$1 extra_var="" pid bin=$BIN/$1 v
   shift
+  local -a extra=() envcmd=()
   case $comp in
     etcd) extra_var=REWIND_ETCD_ARGS ;;
     kube-apiserver) extra_var=REWIND_APISERVER_ARGS ;;
     kube-controller-manager) extra_var=REWIND_KCM_ARGS ;;
     kube-scheduler) extra_var=REWIND_SCHEDULER_ARGS ;;
     kwok) extra_var=REWIND_KWOK_ARGS ;;
+    registry | registry-auth)
+      extra_var=REWIND_REGISTRY_ARGS
+      bin=$REGISTRY_BIN
+      # distribution lets REGISTRY_* variables override any config key (REGISTRY_HTTP_ADDR...);
+      # the generated config must be all there is.
+      envcmd=(env)
+      for v in $(compgen -e); do [[ $v == REGISTRY_* ]] && envcmd+=(-u "$v"); done
+      ;;
   esac
-  local -a extra=()
-  read -r -a extra <<<"${!extra_var:-}"
+  [[ -n $extra_var ]] && read -r -a extra <<<"${!extra_var:-}"
   say "starting $comp (log: $(log_file "$comp"))"
   # 8>&-: the component must not inherit (and so keep holding) up.sh's lock.
-  setsid "$BIN/$comp" "$@" "${extra[@]}" >"$(log_file "$comp")" 2>&1 </dev/null 8>&- &
+  setsid "${envcmd[@]}" "$bin" "$@" "${extra[@]}" >"$(log_file "$comp")" 2>&1 </dev/null 8>&- &
   pid=$!
   echo "$pid" >"$(pid_file "$comp")"
   STARTED+=("$comp")
@@ -227,6 +309,7 @@ healthy() {
     kube-controller-manager) curl -skf --max-time 2 "https://127.0.0.1:$KCM_PORT/healthz" >/dev/null 2>&1 ;;
     kube-scheduler) curl -skf --max-time 2 "https://127.0.0.1:$SCHEDULER_PORT/healthz" >/dev/null 2>&1 ;;
     kwok) curl -sf --max-time 2 "http://127.0.0.1:$KWOK_PORT/healthz" >/dev/null 2>&1 ;;
+    registry | registry-auth) registry_healthy "$1" ;;
   esac
 }
 
@@ -342,9 +425,14 @@ start kwok \
   --node-ip=10.255.0.1 \
   --server-address="127.0.0.1:$KWOK_PORT"
 
+start registry serve "$(registry_config registry)"
+start registry-auth serve "$(registry_config registry-auth)"
+
 wait_healthy kube-controller-manager
 wait_healthy kube-scheduler
 wait_healthy kwok
+wait_healthy registry
+wait_healthy registry-auth
 
 write_kubeconfig "$KUBECONFIG_FILE.tmp" admin rewind-admin
 mv -f "$KUBECONFIG_FILE.tmp" "$KUBECONFIG_FILE"
@@ -402,5 +490,6 @@ wait_for kube-controller-manager "the default ServiceAccount in namespace defaul
 
 DONE=1
 say "cluster is up: Kubernetes $("$BIN/kube-apiserver" --version | awk '{print $2}'), $NODES KWOK node(s), in $((SECONDS - T0))s"
+say "registries: 127.0.0.1:$REGISTRY_PORT (open), 127.0.0.1:$REGISTRY_AUTH_PORT (basic auth, user $REGISTRY_USER); addresses and password in $REGISTRY_ENV_FILE"
 say "logs: $LOG_DIR   stop: tests/cluster/down.sh (make cluster-down)"
 echo "export KUBECONFIG=$KUBECONFIG_FILE"
