@@ -20,6 +20,8 @@
 //! ```
 #![allow(dead_code)]
 
+pub mod registry;
+
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::fmt::Debug;
