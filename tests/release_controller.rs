@@ -6,28 +6,13 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::apps::v1::Deployment;
-use kube::{
-    Api, ResourceExt,
-    api::{Patch, PatchParams, PostParams},
-};
+use kube::{ResourceExt, api::PostParams};
 use operator::*;
-use rewind::api::{DigestSource, Outcome, Phase, Release, RollbackPhase, RollbackPolicy, Trigger};
+use rewind::api::{DigestSource, Outcome, Phase, Release, RollbackPhase, Trigger};
 use serde_json::json;
 use support::*;
 
 const REPO: &str = "example.com/shop/api";
-/// The policy every test uses: short timeouts so failures show in seconds.
-/// Long enough for a 3-replica rolling update on a loaded 2-core machine (several tests, each
-/// with its own operator, run at once).
-const READINESS_TIMEOUT: u64 = 20;
-
-struct Fixture {
-    ns: TestNamespace,
-    op: Operator,
-    releases: Api<Release>,
-    deployments: Api<Deployment>,
-}
 
 fn image(version: &str) -> String {
     format!("{REPO}:{version}")
@@ -38,92 +23,6 @@ fn pinned(version: &str) -> String {
 }
 
 impl Fixture {
-    async fn new(test: &str) -> Fixture {
-        let ns = TestNamespace::new(test).await;
-        install_crds(&ns.client()).await;
-        let policies: Api<RollbackPolicy> = ns.api();
-        let policy: RollbackPolicy = serde_json::from_value(json!({
-            "apiVersion": "rewind.dev/v1alpha1", "kind": "RollbackPolicy",
-            "metadata": {"name": "fast"},
-            "spec": {
-                "readiness": {"timeout": format!("{READINESS_TIMEOUT}s"), "unreadyFor": "3s", "maxUnready": 0},
-                "crashLoop": {"restarts": 2},
-                "imagePull": {"failFor": "4s"},
-                "guardWindow": "2m",
-                "cooldown": "1s"
-            }
-        }))
-        .unwrap();
-        policies
-            .create(&PostParams::default(), &policy)
-            .await
-            .expect("creating the policy");
-        let op = Operator::start(ns.name());
-        Fixture {
-            releases: ns.api(),
-            deployments: ns.api(),
-            op,
-            ns,
-        }
-    }
-
-    async fn create_deployment(&self, image: &str) {
-        self.deployments
-            .create(&PostParams::default(), &deployment("shop", 3, &[image]))
-            .await
-            .expect("creating Deployment shop");
-    }
-
-    /// Apply the Release's spec as a person or a GitOps tool would (its own field manager).
-    async fn apply_release(&self, version: &str, image: &str, extra: serde_json::Value) {
-        let mut spec = json!({
-            "version": version,
-            "target": {"kind": "Deployment", "name": "shop"},
-            "images": [{"container": "app", "image": image}],
-            "policyRef": {"name": "fast"}
-        });
-        if let (Some(s), Some(e)) = (spec.as_object_mut(), extra.as_object()) {
-            s.extend(e.clone());
-        }
-        let body = json!({"apiVersion": "rewind.dev/v1alpha1", "kind": "Release", "metadata": {"name": "shop"}, "spec": spec});
-        self.releases
-            .patch(
-                "shop",
-                &PatchParams::apply("gitops").force(),
-                &Patch::Apply(body),
-            )
-            .await
-            .expect("applying Release shop");
-    }
-
-    async fn annotate<K>(&self, api: &Api<K>, name: &str, key: &str, value: Option<&str>)
-    where
-        K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
-    {
-        let patch = json!({"metadata": {"annotations": {key: value}}});
-        api.patch(name, &PatchParams::default(), &Patch::Merge(patch))
-            .await
-            .expect("annotating");
-    }
-
-    async fn release_until(
-        &self,
-        what: &str,
-        timeout: Duration,
-        f: impl FnMut(&Release) -> bool,
-    ) -> Release {
-        wait_for(&self.releases, "shop", what, timeout, f).await
-    }
-
-    async fn deployment_until(
-        &self,
-        what: &str,
-        timeout: Duration,
-        f: impl FnMut(&Deployment) -> bool,
-    ) -> Deployment {
-        wait_for(&self.deployments, "shop", what, timeout, f).await
-    }
-
     /// Deployment shop runs 1.0.0 under Rewind: healthy, pinned to its digest.
     async fn healthy_v1(&self) -> Release {
         self.create_deployment(&image("0.9.0")).await;

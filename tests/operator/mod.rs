@@ -69,6 +69,11 @@ impl Operator {
 
     /// Start one with extra environment (test faults).
     pub fn start_with(namespace: &str, env: &[(&str, &str)]) -> Operator {
+        Self::start_with_args(namespace, &[], env)
+    }
+
+    /// Start one with extra arguments to `rewind run` and extra environment.
+    pub fn start_with_args(namespace: &str, args: &[&str], env: &[(&str, &str)]) -> Operator {
         let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/test-logs");
         std::fs::create_dir_all(&dir).expect("creating target/test-logs");
         let mut n = 0;
@@ -88,6 +93,7 @@ impl Operator {
             "--metrics-addr",
             "127.0.0.1:0",
         ])
+        .args(args)
         .env("RUST_LOG", "info,rewind=debug")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -122,6 +128,38 @@ impl Operator {
         let _ = self.child.wait();
     }
 
+    /// GET /metrics from the running operator (its port is in its log).
+    pub fn metrics(&self) -> String {
+        use std::io::{Read, Write};
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let addr = loop {
+            let found = self.log_lines("serving /metrics").iter().find_map(|l| {
+                let plain = strip_ansi(l);
+                plain
+                    .split("addr=")
+                    .nth(1)
+                    .map(|a| a.split_whitespace().next().unwrap_or("").to_owned())
+            });
+            match found {
+                Some(a) => break a,
+                None if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(50))
+                }
+                None => panic!(
+                    "the operator never logged its metrics address; log: {}",
+                    self.log.display()
+                ),
+            }
+        };
+        let mut conn = std::net::TcpStream::connect(&addr)
+            .unwrap_or_else(|e| panic!("connecting to {addr}: {e}"));
+        conn.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+            .unwrap();
+        let mut out = String::new();
+        conn.read_to_string(&mut out).unwrap();
+        out
+    }
+
     /// Lines of its log that contain `needle`.
     pub fn log_lines(&self, needle: &str) -> Vec<String> {
         let Ok(f) = std::fs::File::open(&self.log) else {
@@ -147,6 +185,23 @@ impl Drop for Operator {
             }
         }
     }
+}
+
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::new();
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// A condition of a Release by type.
@@ -203,4 +258,151 @@ pub fn template_of(d: &k8s_openapi::api::apps::v1::Deployment) -> (String, Optio
         .and_then(|m| m.annotations.as_ref())
         .and_then(|a| a.get("rewind.dev/revision").cloned());
     (image, revision)
+}
+
+/// A test namespace with the CRDs installed, a RollbackPolicy `fast` with short timeouts, and
+/// an operator watching the namespace. The Release is `shop`, its Deployment `shop` (3
+/// replicas, container `app`).
+pub struct Fixture {
+    pub ns: crate::support::TestNamespace,
+    pub op: Operator,
+    pub releases: Api<Release>,
+    pub deployments: Api<k8s_openapi::api::apps::v1::Deployment>,
+}
+
+/// The readiness timeout of policy `fast`: long enough for a 3-replica rolling update on a
+/// loaded 2-core machine (several tests, each with its own operator, run at once).
+pub const READINESS_TIMEOUT: u64 = 20;
+
+impl Fixture {
+    /// The usual fixture.
+    pub async fn new(test: &str) -> Fixture {
+        Self::with(test, &[], serde_json::json!({})).await
+    }
+
+    /// With extra operator arguments and extra fields for the policy's spec.
+    pub async fn with(
+        test: &str,
+        operator_args: &[&str],
+        policy_extra: serde_json::Value,
+    ) -> Fixture {
+        use kube::api::PostParams;
+        let ns = crate::support::TestNamespace::new(test).await;
+        install_crds(&ns.client()).await;
+        let mut spec = serde_json::json!({
+            "readiness": {"timeout": format!("{READINESS_TIMEOUT}s"), "unreadyFor": "3s", "maxUnready": 0},
+            "crashLoop": {"restarts": 2},
+            "imagePull": {"failFor": "4s"},
+            "guardWindow": "2m",
+            "cooldown": "1s"
+        });
+        if let (Some(s), Some(e)) = (spec.as_object_mut(), policy_extra.as_object()) {
+            s.extend(e.clone());
+        }
+        let policy: RollbackPolicy = serde_json::from_value(serde_json::json!({
+            "apiVersion": "rewind.dev/v1alpha1", "kind": "RollbackPolicy",
+            "metadata": {"name": "fast"}, "spec": spec
+        }))
+        .unwrap();
+        ns.api::<RollbackPolicy>()
+            .create(&PostParams::default(), &policy)
+            .await
+            .expect("creating the policy");
+        let op = Operator::start_with_args(ns.name(), operator_args, &[]);
+        Fixture {
+            releases: ns.api(),
+            deployments: ns.api(),
+            op,
+            ns,
+        }
+    }
+
+    /// Deployment `shop` running `image`, optionally with pull secrets.
+    pub async fn create_deployment(&self, image: &str) {
+        self.create_deployment_with(image, &[]).await
+    }
+
+    /// Deployment `shop` running `image` with `imagePullSecrets`.
+    pub async fn create_deployment_with(&self, image: &str, pull_secrets: &[&str]) {
+        use kube::api::PostParams;
+        let mut d = crate::support::deployment("shop", 3, &[image]);
+        if !pull_secrets.is_empty() {
+            let spec = d.spec.as_mut().unwrap().template.spec.as_mut().unwrap();
+            spec.image_pull_secrets = Some(
+                pull_secrets
+                    .iter()
+                    .map(|n| k8s_openapi::api::core::v1::LocalObjectReference {
+                        name: n.to_string(),
+                    })
+                    .collect(),
+            );
+        }
+        self.deployments
+            .create(&PostParams::default(), &d)
+            .await
+            .expect("creating Deployment shop");
+    }
+
+    /// Apply the Release's spec as a person or a GitOps tool would (its own field manager).
+    pub async fn apply_release(&self, version: &str, image: &str, extra: serde_json::Value) {
+        let mut spec = serde_json::json!({
+            "version": version,
+            "target": {"kind": "Deployment", "name": "shop"},
+            "images": [{"container": "app", "image": image}],
+            "policyRef": {"name": "fast"}
+        });
+        if let (Some(s), Some(e)) = (spec.as_object_mut(), extra.as_object()) {
+            s.extend(e.clone());
+        }
+        let body = serde_json::json!({"apiVersion": "rewind.dev/v1alpha1", "kind": "Release", "metadata": {"name": "shop"}, "spec": spec});
+        self.releases
+            .patch(
+                "shop",
+                &PatchParams::apply("gitops").force(),
+                &Patch::Apply(body),
+            )
+            .await
+            .expect("applying Release shop");
+    }
+
+    /// Set (or with None, remove) an annotation.
+    pub async fn annotate<K>(&self, api: &Api<K>, name: &str, key: &str, value: Option<&str>)
+    where
+        K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    {
+        let patch = serde_json::json!({"metadata": {"annotations": {key: value}}});
+        api.patch(name, &PatchParams::default(), &Patch::Merge(patch))
+            .await
+            .expect("annotating");
+    }
+
+    /// Wait until Release shop satisfies `f`.
+    pub async fn release_until(
+        &self,
+        what: &str,
+        timeout: Duration,
+        f: impl FnMut(&Release) -> bool,
+    ) -> Release {
+        wait_for(&self.releases, "shop", what, timeout, f).await
+    }
+
+    /// Wait until Deployment shop satisfies `f`.
+    pub async fn deployment_until(
+        &self,
+        what: &str,
+        timeout: Duration,
+        f: impl FnMut(&k8s_openapi::api::apps::v1::Deployment) -> bool,
+    ) -> k8s_openapi::api::apps::v1::Deployment {
+        wait_for(&self.deployments, "shop", what, timeout, f).await
+    }
+
+    /// The operator's reconcile count from its /metrics.
+    pub fn reconciles(&self) -> u64 {
+        let text = self.op.metrics();
+        text.lines()
+            .find_map(|l| l.strip_prefix("rewind_reconciles_total "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .map(|v| v as u64)
+            .unwrap_or_else(|| panic!("no rewind_reconciles_total in /metrics:\n{text}"))
+    }
 }
