@@ -249,6 +249,17 @@ async fn rolls_back_when_new_pods_never_become_ready() {
     );
 }
 
+/// Why revision `revision` of the Release failed.
+fn failure_of(r: &Release, revision: i64) -> rewind::api::Failure {
+    let s = r.status.as_ref().expect("a status");
+    let entry = s
+        .history
+        .iter()
+        .find(|h| h.revision == revision)
+        .expect("the revision in history");
+    entry.failure.clone().expect("a recorded failure")
+}
+
 #[tokio::test]
 async fn rolls_back_a_crash_looping_release() {
     let f = Fixture::new("crashloop").await;
@@ -256,15 +267,7 @@ async fn rolls_back_a_crash_looping_release() {
     let (r, _) = f
         .ship_bad_v2(&image("2.0.0-crashloop"), Trigger::CrashLoop)
         .await;
-    let failure = r
-        .status
-        .unwrap()
-        .history
-        .into_iter()
-        .find(|h| h.revision == 2)
-        .unwrap()
-        .failure
-        .unwrap();
+    let failure = failure_of(&r, 2);
     assert!(
         failure.message.contains("CrashLoopBackOff"),
         "{}",
@@ -279,15 +282,7 @@ async fn rolls_back_a_release_whose_image_cannot_be_pulled() {
     let (r, _) = f
         .ship_bad_v2(&image("2.0.0-badpull"), Trigger::ImagePull)
         .await;
-    let failure = r
-        .status
-        .unwrap()
-        .history
-        .into_iter()
-        .find(|h| h.revision == 2)
-        .unwrap()
-        .failure
-        .unwrap();
+    let failure = failure_of(&r, 2);
     assert_eq!(failure.reason, "ImagePullFailed");
 }
 

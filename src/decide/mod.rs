@@ -156,6 +156,19 @@ impl<'a> Planner<'a> {
         });
     }
 
+    /// Set a condition at this plan's generation and time.
+    fn condition(&mut self, type_: &str, status: bool, reason: &str, message: impl Into<String>) {
+        conditions::set(
+            &mut self.status.conditions,
+            type_,
+            status,
+            reason,
+            message,
+            self.generation,
+            self.now,
+        );
+    }
+
     fn recheck_at(&mut self, at: Option<Timestamp>) {
         self.recheck = match (self.recheck, at) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -449,15 +462,7 @@ impl<'a> Planner<'a> {
                 unresolved.join("; "),
                 STRICT_RETRY.as_secs()
             );
-            conditions::set(
-                &mut self.status.conditions,
-                conditions::PINNED,
-                false,
-                pin_reason,
-                msg.clone(),
-                self.generation,
-                self.now,
-            );
+            self.condition(conditions::PINNED, false, pin_reason, msg.clone());
             self.stall(reason::UNPINNED, msg);
             self.recheck_at(Some(add(self.now, STRICT_RETRY)));
             return;
@@ -467,30 +472,14 @@ impl<'a> Planner<'a> {
                 "every image of {} is pinned before the rollout",
                 spec.version
             );
-            conditions::set(
-                &mut self.status.conditions,
-                conditions::PINNED,
-                true,
-                reason::RESOLVED,
-                msg,
-                self.generation,
-                self.now,
-            );
+            self.condition(conditions::PINNED, true, reason::RESOLVED, msg);
         } else {
             let msg = format!(
                 "deploying {} by reference as written, the digest will be recorded from pod status: {}",
                 spec.version,
                 unresolved.join("; ")
             );
-            conditions::set(
-                &mut self.status.conditions,
-                conditions::PINNED,
-                false,
-                pin_reason,
-                msg.clone(),
-                self.generation,
-                self.now,
-            );
+            self.condition(conditions::PINNED, false, pin_reason, msg.clone());
             if first_error.is_some() {
                 self.note(true, pin_reason, msg);
             }
@@ -529,14 +518,11 @@ impl<'a> Planner<'a> {
         );
         self.set_phase(Phase::Progressing, reason::PROGRESSING, msg.clone());
         if conditions::get(&self.status.conditions, conditions::ROLLED_BACK).is_some() {
-            conditions::set(
-                &mut self.status.conditions,
+            self.condition(
                 conditions::ROLLED_BACK,
                 false,
                 reason::DEPLOYING,
                 msg.clone(),
-                self.generation,
-                self.now,
             );
         }
         let reuse = if reused > 0 {
@@ -584,15 +570,7 @@ impl<'a> Planner<'a> {
         {
             let msg =
                 format!("every image of revision {revision} has a digest recorded from pod status");
-            conditions::set(
-                &mut self.status.conditions,
-                conditions::PINNED,
-                true,
-                reason::FROM_POD_STATUS,
-                msg,
-                self.generation,
-                self.now,
-            );
+            self.condition(conditions::PINNED, true, reason::FROM_POD_STATUS, msg);
         }
         if !recorded.is_empty() {
             self.note(
@@ -961,14 +939,11 @@ impl<'a> Planner<'a> {
                 }
                 None => self.set_phase(Phase::RolledBack, reason::ROLLED_BACK, status_msg.clone()),
             }
-            conditions::set(
-                &mut self.status.conditions,
+            self.condition(
                 conditions::ROLLED_BACK,
                 true,
                 reason::ROLLED_BACK,
                 status_msg,
-                self.generation,
-                self.now,
             );
         } else {
             rb.phase = RollbackPhase::Failed;
@@ -1095,15 +1070,7 @@ impl<'a> Planner<'a> {
                     let msg = format!(
                         "rollback to {value:?} ({source}) refused: {msg}; nothing was changed"
                     );
-                    conditions::set(
-                        &mut self.status.conditions,
-                        conditions::MANUAL_ROLLBACK,
-                        false,
-                        why,
-                        msg.clone(),
-                        self.generation,
-                        self.now,
-                    );
+                    self.condition(conditions::MANUAL_ROLLBACK, false, why, msg.clone());
                     self.note(true, why, msg);
                 }
                 Ok((from, to)) => {
@@ -1119,14 +1086,11 @@ impl<'a> Planner<'a> {
                         .clone()
                         .unwrap_or_else(|| "an unnamed user".into());
                     let message = format!("{who} asked for {value} ({source})");
-                    conditions::set(
-                        &mut self.status.conditions,
+                    self.condition(
                         conditions::MANUAL_ROLLBACK,
                         true,
                         reason::ACCEPTED,
                         message.clone(),
-                        self.generation,
-                        self.now,
                     );
                     let now = self.now;
                     if let Some(e) = self.entry_mut(from.revision) {
