@@ -54,7 +54,7 @@ impl ResolveError {
     }
 }
 
-fn classify(e: OciDistributionError) -> ResolveError {
+fn classify(e: OciDistributionError, timeout: Duration) -> ResolveError {
     use OciDistributionError as E;
     match e {
         E::UnauthorizedError { url } => ResolveError::Unauthorized(url),
@@ -82,9 +82,7 @@ fn classify(e: OciDistributionError) -> ResolveError {
                 ResolveError::Other(format!("{envelope} ({url})"))
             }
         }
-        E::RequestError(r) if r.is_timeout() => {
-            ResolveError::Unreachable(format!("timed out: {r}"))
-        }
+        E::RequestError(r) if r.is_timeout() => ResolveError::Timeout(timeout),
         E::RequestError(r) if r.is_connect() || r.is_request() => {
             ResolveError::Unreachable(error_chain(&r))
         }
@@ -273,7 +271,7 @@ impl Resolver {
         .await
         {
             Err(_) => Err(ResolveError::Timeout(self.config.timeout)),
-            Ok(Err(e)) => Err(classify(e)),
+            Ok(Err(e)) => Err(classify(e, self.config.timeout)),
             Ok(Ok(d)) if is_digest(&d) => Ok(d),
             Ok(Ok(d)) => Err(ResolveError::Other(format!(
                 "registry answered a digest Rewind cannot use: {d}"

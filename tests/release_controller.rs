@@ -575,3 +575,40 @@ async fn a_paused_release_is_left_alone() {
     .await;
     let _ = r.name_any();
 }
+
+#[tokio::test]
+async fn a_second_release_for_the_same_deployment_is_refused() {
+    let f = Fixture::new("second_release").await;
+    f.healthy_v1().await;
+    let before = f.deployments.get("shop").await.unwrap();
+    f.releases
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "apiVersion": "rewind.dev/v1alpha1", "kind": "Release", "metadata": {"name": "shop-copy"},
+                "spec": {"version": "9.0.0", "target": {"name": "shop"}, "images": [{"container": "app", "image": image("9.0.0")}]}
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let copy = wait_for(&f.releases, "shop-copy", "TargetClaimed", secs(20), |r| {
+        condition(r, "Stalled").is_some_and(|c| c.status == "True" && c.reason == "TargetClaimed")
+    })
+    .await;
+    assert!(
+        condition(&copy, "Ready")
+            .unwrap()
+            .message
+            .contains("already managed by Release shop")
+    );
+    expect_never(
+        &f.deployments,
+        "shop",
+        "the Deployment changed",
+        secs(3),
+        |d| d.metadata.generation != before.metadata.generation,
+    )
+    .await;
+    assert_eq!(phase(&f.releases.get("shop").await.unwrap()), "Healthy");
+}

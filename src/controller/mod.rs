@@ -101,6 +101,8 @@ pub struct Context {
     pub pods: Store<Pod>,
     /// RollbackPolicies.
     pub policies: Store<RollbackPolicy>,
+    /// Releases (the controller's own cache).
+    pub releases: Store<Release>,
     /// One recorder, so Events aggregate.
     pub recorder: Recorder,
     /// Metrics.
@@ -147,6 +149,8 @@ fn release_predicate(r: &Release) -> Option<u64> {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     r.metadata.generation.hash(&mut h);
     r.metadata.uid.hash(&mut h);
+    // Labels decide which RollbackPolicy selects the Release.
+    r.metadata.labels.hash(&mut h);
     for key in [labels::ROLLBACK_TO, labels::RETRY, labels::REQUESTED_BY] {
         r.annotations().get(key).hash(&mut h);
     }
@@ -196,6 +200,7 @@ pub async fn run(client: Client, options: Options, metrics: Metrics, ready: Arc<
         deployments: deployments.clone(),
         pods: pods.clone(),
         policies: policies.clone(),
+        releases: releases.clone(),
         recorder: Recorder::new(
             client.clone(),
             Reporter {
@@ -340,6 +345,7 @@ async fn reconcile(release: Arc<Release>, ctx: Arc<Context>) -> Result<Action, E
             release: &release,
             policy: &policy,
             policy_error,
+            claimed_by: older_release_for_target(&ctx.releases, &release),
             observed: &observed,
             resolved: &resolved,
             now: Timestamp::now(),
@@ -399,8 +405,8 @@ impl Context {
     }
 }
 
-/// Carry out a plan: status first (the phase is recorded before any side effect), then the
-/// Deployment, then Events and the log line of a finished rollback.
+/// Carry out a plan: status first (the phase is recorded before any side effect), then
+/// Events and the log line of a finished rollback, then the Deployment.
 async fn execute(release: &Release, ns: &str, plan: &Plan, ctx: &Context) -> Result<(), Error> {
     let name = release.name_any();
     if status_changed(release.status.as_ref(), &plan.status) {
@@ -433,17 +439,6 @@ async fn execute(release: &Release, ns: &str, plan: &Plan, ctx: &Context) -> Res
             warn!(phase = %phase, "test fault: exiting right after writing the rollback phase");
             std::process::exit(75);
         }
-    }
-    if let Some(template) = &plan.apply {
-        let target = &release.spec.target.name;
-        deploy::apply(
-            &Api::namespaced(ctx.client.clone(), ns),
-            target,
-            &name,
-            template,
-        )
-        .await
-        .map_err(|e| Error::Apply(target.clone(), e))?;
     }
     let reference = release.object_ref(&());
     for note in &plan.events {
@@ -503,6 +498,19 @@ async fn execute(release: &Release, ns: &str, plan: &Plan, ctx: &Context) -> Res
             "rollback finished"
         );
     }
+    // The status already records this step: tell people (above) even if the apply fails
+    // below; the next reconcile applies again.
+    if let Some(template) = &plan.apply {
+        let target = &release.spec.target.name;
+        deploy::apply(
+            &Api::namespaced(ctx.client.clone(), ns),
+            target,
+            &name,
+            template,
+        )
+        .await
+        .map_err(|e| Error::Apply(target.clone(), e))?;
+    }
     Ok(())
 }
 
@@ -522,6 +530,29 @@ fn truncate(s: &str, max: usize) -> String {
         end -= 1;
     }
     format!("{}…", &s[..end])
+}
+
+/// The name of an older Release (by creation, then name) that targets the same Deployment:
+/// the older one keeps it, so two Releases never overwrite each other's images.
+fn older_release_for_target(releases: &Store<Release>, release: &Release) -> Option<String> {
+    let key = |r: &Release| {
+        (
+            r.metadata.creation_timestamp.clone().map(|t| t.0),
+            r.name_any(),
+        )
+    };
+    let mine = key(release);
+    releases
+        .state_filter(|r| {
+            r.namespace() == release.namespace()
+                && r.spec.target.name == release.spec.target.name
+                && r.uid() != release.uid()
+                && key(r) < mine
+        })
+        .iter()
+        .map(|r| key(r))
+        .min()
+        .map(|(_, name)| name)
 }
 
 /// Registry credentials the kubelet would use for the Deployment's pods: its
@@ -571,16 +602,16 @@ async fn pull_credentials(client: &Client, ns: &str, d: &Deployment) -> Credenti
 
 /// The pods a Deployment runs, listed once when Rewind first takes it over.
 async fn adoption_pods(client: &Client, ns: &str, d: &Deployment) -> Result<Vec<PodView>, Error> {
-    let Some(selector) = d
-        .spec
-        .as_ref()
-        .and_then(|s| s.selector.match_labels.as_ref())
-    else {
+    let Some(selector) = d.spec.as_ref().map(|s| s.selector.clone()) else {
         return Ok(Vec::new());
     };
-    let selector: Vec<String> = selector.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    // matchLabels and matchExpressions both; an empty selector would list every pod.
+    let selector = match kube::core::Selector::try_from(selector) {
+        Ok(s) if !s.selects_all() => s.to_string(),
+        _ => return Ok(Vec::new()),
+    };
     let list = Api::<Pod>::namespaced(client.clone(), ns)
-        .list(&ListParams::default().labels(&selector.join(",")))
+        .list(&ListParams::default().labels(&selector))
         .await
         .map_err(|e| Error::ListPods(d.name_any(), e))?;
     Ok(list
@@ -600,9 +631,6 @@ fn error_policy(release: Arc<Release>, error: &Error, ctx: Arc<Context>) -> Acti
             error: error.metric_label(),
         })
         .inc();
-    if error.is_conflict() {
-        return Action::requeue(Duration::from_millis(100));
-    }
     let key = ObjectRef::from_obj(&*release);
     let n = {
         let mut failures = ctx.failures.lock().expect("failures lock");
@@ -610,6 +638,11 @@ fn error_policy(release: Arc<Release>, error: &Error, ctx: Arc<Context>) -> Acti
         *n = n.saturating_add(1);
         *n
     };
+    if error.is_conflict() {
+        // Our cache was behind: retry soon, backing off if it stays behind (a lagging watch).
+        let ms = 100u64.saturating_mul(1 << n.min(6)).min(5_000);
+        return Action::requeue(Duration::from_millis(ms));
+    }
     let base = if error.is_throttled() { 1_000 } else { 500 };
     let backoff = (base as u64).saturating_mul(1 << n.min(10)).min(300_000);
     // Up to 20% jitter, from the clock's low bits (no RNG needed for spreading retries).

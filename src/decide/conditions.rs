@@ -23,6 +23,7 @@ pub mod reason {
     pub const HEALTHY: &str = "Healthy";
     pub const PAUSED: &str = "Paused";
     pub const TARGET_NOT_FOUND: &str = "TargetNotFound";
+    pub const TARGET_CLAIMED: &str = "TargetClaimed";
     pub const CONTAINER_NOT_FOUND: &str = "ContainerNotFound";
     pub const ADOPTED: &str = "Adopted";
     pub const DEPLOYING: &str = "Deploying";

@@ -178,7 +178,12 @@ pub fn judge_guarded(
     let mut long_unready: Vec<(&str, Timestamp)> = Vec::new();
     for pod in mine.iter().filter(|p| !p.ready) {
         let since = pod.ready_changed.unwrap_or(pod.created).max(healthy_at);
-        let due = add(since, policy.unready_for);
+        let mut due = add(since, policy.unready_for);
+        if pod.created > healthy_at {
+            // A pod that came later (a scale-up, an eviction, the pinning rollout) gets the
+            // readiness timeout to become Ready first, as in a rollout.
+            due = due.max(add(pod.created, policy.readiness_timeout));
+        }
         if now >= due {
             long_unready.push((&pod.name, due));
         } else {
@@ -452,6 +457,24 @@ mod tests {
             judge_guarded(2, healthy_at, &w, &two_down, &p, t(400)),
             Verdict::Healthy
         );
+        // A pod created after the revision became healthy is not counted until the readiness
+        // timeout (60s) has passed since it was created.
+        let mut late = ready_pods(2);
+        for p in late.iter_mut().take(2) {
+            p.ready = false;
+            p.created = t(150);
+            p.ready_changed = Some(t(150));
+        }
+        assert_eq!(
+            judge_guarded(2, healthy_at, &w, &late, &p, t(170)),
+            Verdict::Waiting {
+                recheck: Some(t(210))
+            }
+        );
+        assert!(matches!(
+            judge_guarded(2, healthy_at, &w, &late, &p, t(210)),
+            Verdict::Failed(_)
+        ));
         // Crash loops fail it while guarded.
         let crashing = vec![pod("a", 2, false, Some("CrashLoopBackOff"), 7)];
         assert!(matches!(

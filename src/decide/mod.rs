@@ -39,6 +39,8 @@ pub struct Input<'a> {
     pub policy_error: Option<String>,
     /// The Deployment and Pods.
     pub observed: &'a Observed,
+    /// An older Release that manages the same Deployment, if any (a Deployment has one).
+    pub claimed_by: Option<String>,
     /// What the registry said for each image reference of [`images_to_resolve`].
     pub resolved: &'a BTreeMap<String, Result<String, ResolveError>>,
     /// The time of the decision.
@@ -257,6 +259,16 @@ impl<'a> Planner<'a> {
                 reason::PAUSED,
                 "spec.paused is set: Rewind neither deploys nor rolls back",
             );
+            return;
+        }
+        if let Some(other) = self.input.claimed_by.clone() {
+            let msg = format!(
+                "Deployment {} is already managed by Release {other}; a Deployment has one Release: delete this one or point it at another Deployment",
+                spec.target.name
+            );
+            self.stall(reason::TARGET_CLAIMED, msg);
+            // Deleting the other Release wakes nothing here: look again now and then.
+            self.recheck_at(Some(add(self.now, std::time::Duration::from_secs(60))));
             return;
         }
         let Some(workload) = self.input.observed.workload.as_ref() else {
@@ -763,10 +775,11 @@ impl<'a> Planner<'a> {
         let uid = self.release.uid().unwrap_or_default();
         let rollback = Rollback {
             id: format!(
-                "{}-{}-{}",
+                "{}-{}-{}-{}",
                 &uid[..uid.len().min(8)],
                 from.revision,
-                to.revision
+                to.revision,
+                detected_at.as_second()
             ),
             from: RevisionRef {
                 revision: from.revision,
@@ -805,17 +818,11 @@ impl<'a> Planner<'a> {
             return;
         };
         let Some(target) = self.entry(rb.to.revision).cloned() else {
-            rb.phase = RollbackPhase::Failed;
-            rb.completed_at = Some(Time(self.now));
             let msg = format!(
                 "rollback {} lost its target revision {} from history",
                 rb.id, rb.to.revision
             );
-            self.status.rollback = Some(rb.clone());
-            self.status.rollbacks.insert(0, rb.clone());
-            self.status.rollbacks.truncate(policy::ROLLBACKS_KEPT);
-            self.finished = Some(rb);
-            self.stall(reason::ROLLBACK_FAILED, msg);
+            self.fail_rollback(rb, msg);
             return;
         };
         let template = template_for(&target, workload, true);
@@ -838,12 +845,27 @@ impl<'a> Planner<'a> {
                     self.status.rollback = Some(rb.clone());
                     self.verify(rb, &target, workload);
                 } else {
+                    let started = rb.started_at.as_ref().map_or(self.now, |t| t.0);
+                    let deadline = add(started, self.policy.readiness_timeout);
+                    if self.now >= deadline {
+                        // The Deployment never showed the target's images (an apply that keeps
+                        // failing, or a webhook rewriting images): stop and ask for a person.
+                        let msg = format!(
+                            "rollback {} could not restore {} (revision {}) within {}s: the Deployment does not run its images; a person must look",
+                            rb.id,
+                            target.version,
+                            target.revision,
+                            self.policy.readiness_timeout.as_secs()
+                        );
+                        self.fail_rollback(rb, msg);
+                        return;
+                    }
                     if rb.phase != RollbackPhase::RestoringImages {
                         rb.phase = RollbackPhase::RestoringImages;
                         self.status.rollback = Some(rb);
                     }
                     self.apply = Some(template);
-                    self.recheck_at(Some(add(self.now, self.policy.readiness_timeout)));
+                    self.recheck_at(Some(deadline));
                 }
             }
             RollbackPhase::Verifying | RollbackPhase::MigratingDownAfter => {
@@ -855,6 +877,19 @@ impl<'a> Planner<'a> {
             }
             RollbackPhase::Succeeded | RollbackPhase::Failed => {}
         }
+    }
+
+    /// End a rollback that cannot go on: Failed, recorded, Stalled with `message`.
+    fn fail_rollback(&mut self, mut rb: Rollback, message: String) {
+        rb.phase = RollbackPhase::Failed;
+        rb.completed_at = Some(Time(self.now));
+        rb.duration_seconds =
+            Some((self.now.as_millisecond() - rb.detected_at.0.as_millisecond()) as f64 / 1000.0);
+        self.status.rollback = Some(rb.clone());
+        self.status.rollbacks.insert(0, rb.clone());
+        self.status.rollbacks.truncate(policy::ROLLBACKS_KEPT);
+        self.finished = Some(rb);
+        self.stall(reason::ROLLBACK_FAILED, message);
     }
 
     fn verify(&mut self, mut rb: Rollback, target: &Revision, workload: &Workload) {
@@ -886,7 +921,7 @@ impl<'a> Planner<'a> {
         let from_version = rb.from.version.clone();
         self.status.revision = Some(target.revision);
         self.status.version = Some(target.version.clone());
-        if let Some(t) = self.entry_mut(target.revision) {
+        if done && let Some(t) = self.entry_mut(target.revision) {
             t.outcome = Outcome::Healthy;
         }
         if self
@@ -963,6 +998,8 @@ impl<'a> Planner<'a> {
         self.status.rollbacks.truncate(policy::ROLLBACKS_KEPT);
         self.finished = Some(rb);
         self.cap_history();
+        // What waited for the rollback (a spec change, a retry, a request) is decided now.
+        self.recheck_at(Some(self.now));
     }
 
     fn stay_rolled_back(&mut self, blocked: &Blocked, workload: &Workload) {
@@ -1345,6 +1382,8 @@ pub fn template_for(entry: &Revision, workload: &Workload, pin: bool) -> Templat
         containers: entry
             .images
             .iter()
+            // A container removed from the Deployment since is not put back by a rollback.
+            .filter(|i| workload.images.is_empty() || workload.images.contains_key(&i.container))
             .map(|i| {
                 let image = match (&i.digest, pin) {
                     (Some(d), true) => ImageRef::parse(&i.image).pinned(d),
@@ -1357,13 +1396,23 @@ pub fn template_for(entry: &Revision, workload: &Workload, pin: bool) -> Templat
     }
 }
 
-/// The Deployment's template already carries `template`.
+/// The Deployment's template already carries `template`. An image counts as the same when it
+/// is the same string or, for a pinned one, names the same digest (a mutating webhook may
+/// rewrite the repository, for a mirror, and keep the digest).
 fn workload_runs(workload: &Workload, template: &Template) -> bool {
+    let same = |want: &str, have: &str| {
+        want == have
+            || ImageRef::parse(want)
+                .digest
+                .is_some_and(|d| ImageRef::parse(have).digest == Some(d))
+    };
     workload.template_revision == Some(template.revision)
-        && template
-            .containers
-            .iter()
-            .all(|(name, image, _)| workload.images.get(name).is_some_and(|s| &s.image == image))
+        && template.containers.iter().all(|(name, image, _)| {
+            workload
+                .images
+                .get(name)
+                .is_some_and(|s| same(image, &s.image))
+        })
 }
 
 #[cfg(test)]

@@ -96,7 +96,7 @@ impl Policy {
     /// as a Deployment's maxUnavailable does).
     pub fn max_unready_of(&self, replicas: i32) -> i32 {
         match &self.max_unready {
-            IntOrString::Int(n) => *n,
+            IntOrString::Int(n) => (*n).max(0),
             IntOrString::String(s) => {
                 let pct: i32 = s.trim_end_matches('%').parse().unwrap_or(0);
                 replicas.max(0) * pct / 100

@@ -332,6 +332,8 @@ struct World {
     /// What the registry answered before the plan (the controller asks for
     /// `images_to_resolve`); empty: nothing was asked.
     resolved: BTreeMap<String, Result<String, ResolveError>>,
+    /// An older Release that manages the same Deployment.
+    claimed_by: Option<String>,
     now: Timestamp,
 }
 
@@ -345,6 +347,7 @@ impl World {
             pods: Vec::new(),
             registry: registry(),
             resolved: BTreeMap::new(),
+            claimed_by: None,
             now: t(0),
         }
     }
@@ -360,6 +363,7 @@ impl World {
             policy: &self.policy,
             policy_error: self.policy_error.clone(),
             observed: &observed,
+            claimed_by: self.claimed_by.clone(),
             resolved: &self.resolved,
             now: self.now,
         })
@@ -1187,7 +1191,7 @@ fn rolls_back_when_new_pods_never_become_ready() {
             }
         )
     );
-    assert_eq!(rb.id, "5e1f0c2a-2-1");
+    assert_eq!(rb.id, "5e1f0c2a-2-1-1800000400");
     assert_eq!(rb.requested_by, None);
     let failure = entry(&p.status, 2)
         .failure
@@ -2196,7 +2200,7 @@ fn release_metadata_is_used_for_the_rollback_id_and_generation() {
     w.at(20).roll_out().step();
     w.at(40).roll_out().step();
     let p = w.deploy_crashing("2.0.0", 100);
-    assert_eq!(rollback(&p.status).id, "abc-2-1");
+    assert_eq!(rollback(&p.status).id, "abc-2-1-1800000110");
     assert_eq!(p.status.observed_generation, Some(8));
     assert!(
         p.status
@@ -2545,4 +2549,27 @@ fn only_what_will_deploy_is_looked_up() {
     assert_eq!(images_to_resolve(&paused), Vec::<String>::new());
     let blocked = rolled_back_v2();
     assert_eq!(images_to_resolve(&blocked.release), Vec::<String>::new());
+}
+
+#[test]
+fn a_second_release_for_the_same_deployment_stalls_and_touches_nothing() {
+    let mut w = World::new(
+        release("1.0.0").build(),
+        deployment().image("api", &tag("0.9.0")).serving().build(),
+    );
+    w.claimed_by = Some("shop-api-old".into());
+    let p = w.step();
+    assert_eq!(p.apply, None);
+    assert!(p.status.history.is_empty());
+    assert_eq!(
+        cond(&p.status, conditions::STALLED),
+        is("True", reason::TARGET_CLAIMED)
+    );
+    assert!(
+        condition(&p.status, conditions::READY)
+            .message
+            .contains("shop-api-old")
+    );
+    assert_eq!(reasons(&p), [reason::TARGET_CLAIMED]);
+    assert_settled(&mut w, 10);
 }
