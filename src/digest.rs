@@ -368,6 +368,87 @@ mod tests {
         assert_eq!(got, Ok(d));
     }
 
+    /// A registry on loopback that answers every manifest HEAD with `digest` and counts
+    /// the requests it gets.
+    async fn counting_registry(
+        digest: String,
+    ) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+        use std::sync::{
+            Arc,
+            atomic::{AtomicUsize, Ordering},
+        };
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let hits = Arc::new(AtomicUsize::new(0));
+        let counter = hits.clone();
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                let mut buf = vec![0u8; 4096];
+                let n = conn.read(&mut buf).await.unwrap_or(0);
+                let request = String::from_utf8_lossy(&buf[..n]).to_string();
+                if request.starts_with("HEAD /v2/") {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                }
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\nDocker-Content-Digest: {digest}\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                );
+                let _ = conn.write_all(answer.as_bytes()).await;
+            }
+        });
+        (addr, hits)
+    }
+
+    #[tokio::test]
+    async fn a_storm_of_lookups_asks_the_registry_once() {
+        let digest = format!("sha256:{}", "cd".repeat(32));
+        let (addr, hits) = counting_registry(digest.clone()).await;
+        let r = Resolver::new(ResolverConfig {
+            insecure: vec![addr.clone()],
+            ..Default::default()
+        });
+        let image = format!("{addr}/shop/api:1.0.0");
+        for _ in 0..20 {
+            assert_eq!(
+                r.resolve(&image, &Credentials::default()).await,
+                Ok(digest.clone())
+            );
+        }
+        assert_eq!(
+            hits.load(std::sync::atomic::Ordering::SeqCst),
+            1,
+            "the cache should answer all but the first"
+        );
+        // Other credentials for that registry are a different question.
+        let mut creds = Credentials::default();
+        creds
+            .add_docker_config(
+                format!(r#"{{"auths": {{"{addr}": {{"username": "u", "password": "p"}}}}}}"#)
+                    .as_bytes(),
+            )
+            .unwrap();
+        let _ = r.resolve(&image, &creds).await;
+        assert!(hits.load(std::sync::atomic::Ordering::SeqCst) >= 2);
+    }
+
+    #[test]
+    fn docker_hub_names_get_the_default_registry_and_library() {
+        let r = Reference::from_str("nginx:1.27").unwrap();
+        assert_eq!(
+            (r.registry(), r.repository()),
+            ("docker.io", "library/nginx")
+        );
+        let mut c = Credentials::default();
+        c.add_docker_config(
+            br#"{"auths": {"https://index.docker.io/v1/": {"username": "u", "password": "p"}}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            c.for_reference(&r),
+            RegistryAuth::Basic("u".into(), "p".into())
+        );
+    }
+
     #[tokio::test]
     async fn unreachable_registries_fail_fast_and_the_failure_is_cached() {
         // Port 9 on loopback: nothing listens, the connection is refused at once.

@@ -1322,10 +1322,18 @@ pub fn images_to_resolve(release: &Release) -> Vec<String> {
         .rollback
         .as_ref()
         .is_some_and(|r| !r.phase.is_finished());
-    let blocked = status
-        .blocked
-        .as_ref()
-        .is_some_and(|b| b.version == spec.version);
+    // A new rewind.dev/retry value unblocks the version in this very plan: look it up too.
+    let retry = release
+        .annotations()
+        .get(labels::RETRY)
+        .filter(|v| !v.is_empty());
+    let retry_pending =
+        retry.is_some() && retry != status.handled.as_ref().and_then(|h| h.retry.as_ref());
+    let blocked = !retry_pending
+        && status
+            .blocked
+            .as_ref()
+            .is_some_and(|b| b.version == spec.version);
     if spec.paused || in_flight || blocked || !spec_differs(&status, spec) {
         return Vec::new();
     }

@@ -2547,8 +2547,13 @@ fn only_what_will_deploy_is_looked_up() {
     let mut paused = w2.release.clone();
     paused.spec.paused = true;
     assert_eq!(images_to_resolve(&paused), Vec::<String>::new());
-    let blocked = rolled_back_v2();
+    let mut blocked = rolled_back_v2();
     assert_eq!(images_to_resolve(&blocked.release), Vec::<String>::new());
+    // A retry asked for in this plan unblocks it: what would deploy is looked up (here the
+    // recorded digest of 2.0.0 is reused, so only a tag never recorded would be).
+    blocked.release.spec.images[0].image = tag("2.0.1-rebuilt");
+    blocked.annotate(labels::RETRY, "1");
+    assert_eq!(images_to_resolve(&blocked.release), [tag("2.0.1-rebuilt")]);
 }
 
 #[test]
