@@ -39,7 +39,6 @@ pub mod reason {
     pub const ROLLBACK_SUCCEEDED: &str = "RollbackSucceeded";
     pub const ROLLBACK_FAILED: &str = "RollbackFailed";
     pub const ROLLED_BACK: &str = "RolledBack";
-    pub const BLOCKED: &str = "VersionBlocked";
     pub const RETRY: &str = "RetryRequested";
     pub const ACCEPTED: &str = "Accepted";
     pub const UNKNOWN_VERSION: &str = "UnknownVersion";
