@@ -7,12 +7,12 @@ CARGO ?= cargo
 CLUSTER_DIR := $(CURDIR)/target/cluster
 export KUBECONFIG_LOCAL := $(CLUSTER_DIR)/kubeconfig
 
-.PHONY: help build crds crds-check lint fmt unit test integration run cluster-up cluster-down cluster-status bench
+.PHONY: help build crds crds-check lint fmt unit test run cluster-up cluster-down cluster-status
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
 
-build: ## Build the operator and the kubectl plugin
+build: ## Build the operator (target/debug/rewind)
 	$(CARGO) build --locked --bins
 
 crds: ## Regenerate crds/ and the chart's CRD copy from src/api
@@ -20,6 +20,7 @@ crds: ## Regenerate crds/ and the chart's CRD copy from src/api
 	cp crds/rewind.dev.yaml charts/rewind/crds/rewind.dev.yaml
 
 crds-check: ## Fail when the committed CRDs differ from what `rewind crds` prints
+	@mkdir -p target
 	@$(CARGO) run --quiet --locked --bin rewind -- crds > target/crds.check.yaml
 	@diff -u crds/rewind.dev.yaml target/crds.check.yaml || { echo "crds/ is stale: run 'make crds' and commit" >&2; exit 1; }
 	@diff -u charts/rewind/crds/rewind.dev.yaml target/crds.check.yaml || { echo "charts/rewind/crds/ is stale: run 'make crds' and commit" >&2; exit 1; }
