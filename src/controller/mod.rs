@@ -314,8 +314,9 @@ async fn reconcile(release: Arc<Release>, ctx: Arc<Context>) -> Result<Action, E
             .iter()
             .map(|p| PodView::from(&**p))
             .collect();
-        let history_empty = release.status.as_ref().is_none_or(|s| s.history.is_empty());
-        if let (true, Some(d)) = (history_empty, deployment.as_deref()) {
+        let adopting =
+            !release.spec.paused && release.status.as_ref().is_none_or(|s| s.history.is_empty());
+        if let (true, Some(d)) = (adopting, deployment.as_deref()) {
             // Adoption: the pods the Deployment ran before Rewind carry no label of ours.
             pods.extend(adoption_pods(&ctx.client, &ns, d).await?);
         }
