@@ -189,21 +189,36 @@ async fn a_moved_tag_does_not_change_what_a_version_means() {
     assert_eq!(template_of(&d).0, reg.pinned(&repo, &v1));
 }
 
-#[tokio::test]
-async fn a_private_repository_resolves_with_the_deployments_pull_secret() {
-    let f = fixture("registry_pull_secret", json!({})).await;
+/// Where the pull secret for the private registry is attached.
+enum SecretOn {
+    Deployment,
+    ServiceAccount,
+}
+
+/// A private repository resolves with the right pull secret attached `on` one place or the other.
+async fn private_repository_resolves(test: &str, on: SecretOn) {
+    let f = fixture(test, json!({})).await;
     let reg = support::registry::with_auth();
-    let repo = support::registry::unique_repository("private");
-    let digest = reg.push_image(&repo, "1.0.0", "private").await;
-    docker_secret(
-        &f,
-        "registry-creds",
-        &reg,
-        reg.user.as_deref().unwrap(),
-        reg.password.as_deref().unwrap(),
-    )
-    .await;
-    running_deployment(&f, &["registry-creds"]).await;
+    let repo = support::registry::unique_repository(test);
+    let digest = reg.push_image(&repo, "1.0.0", test).await;
+    let (user, password) = (reg.user.clone().unwrap(), reg.password.clone().unwrap());
+    docker_secret(&f, "registry-creds", &reg, &user, &password).await;
+    match on {
+        SecretOn::Deployment => running_deployment(&f, &["registry-creds"]).await,
+        SecretOn::ServiceAccount => {
+            // The namespace's default ServiceAccount carries the pull secret, as many clusters do.
+            let sas: Api<ServiceAccount> = f.ns.api();
+            wait_for(&sas, "default", "default ServiceAccount", secs(30), |_| {
+                true
+            })
+            .await;
+            let patch = json!({"imagePullSecrets": [{"name": "registry-creds"}]});
+            sas.patch("default", &PatchParams::default(), &Patch::Merge(patch))
+                .await
+                .unwrap();
+            running_deployment(&f, &[]).await;
+        }
+    }
     f.apply_release("1.0.0", &reg.image(&repo, "1.0.0"), json!({}))
         .await;
     let d = f
@@ -219,41 +234,13 @@ async fn a_private_repository_resolves_with_the_deployments_pull_secret() {
 }
 
 #[tokio::test]
+async fn a_private_repository_resolves_with_the_deployments_pull_secret() {
+    private_repository_resolves("registry_pull_secret", SecretOn::Deployment).await;
+}
+
+#[tokio::test]
 async fn a_private_repository_resolves_with_the_service_accounts_pull_secret() {
-    let f = fixture("registry_sa_secret", json!({})).await;
-    let reg = support::registry::with_auth();
-    let repo = support::registry::unique_repository("private-sa");
-    let digest = reg.push_image(&repo, "1.0.0", "private via sa").await;
-    docker_secret(
-        &f,
-        "sa-creds",
-        &reg,
-        reg.user.as_deref().unwrap(),
-        reg.password.as_deref().unwrap(),
-    )
-    .await;
-    // The namespace's default ServiceAccount carries the pull secret, as many clusters do.
-    let sas: Api<ServiceAccount> = f.ns.api();
-    wait_for(&sas, "default", "default ServiceAccount", secs(30), |_| {
-        true
-    })
-    .await;
-    sas.patch(
-        "default",
-        &PatchParams::default(),
-        &Patch::Merge(json!({"imagePullSecrets": [{"name": "sa-creds"}]})),
-    )
-    .await
-    .unwrap();
-    running_deployment(&f, &[]).await;
-    f.apply_release("1.0.0", &reg.image(&repo, "1.0.0"), json!({}))
-        .await;
-    let d = f
-        .deployment_until("revision 1 applied", secs(30), |d| {
-            template_of(d).1.as_deref() == Some("1")
-        })
-        .await;
-    assert_eq!(template_of(&d).0, reg.pinned(&repo, &digest));
+    private_repository_resolves("registry_sa_secret", SecretOn::ServiceAccount).await;
 }
 
 #[tokio::test]

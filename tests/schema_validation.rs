@@ -75,6 +75,21 @@ async fn create(api: &Api<DynamicObject>, obj: &Value) -> Result<(), String> {
         .map_err(|e| e.to_string())
 }
 
+/// Create each object of `table`; the rows that were not rejected with their message.
+async fn rejections(api: &Api<DynamicObject>, table: &[(&str, Value, &str)]) -> Vec<String> {
+    let mut failures = Vec::new();
+    for (name, obj, want) in table {
+        match create(api, obj).await {
+            Ok(()) => failures.push(format!("{name}: accepted, want rejected with {want:?}")),
+            Err(e) if !e.contains(want) => {
+                failures.push(format!("{name}: rejected with {e:?}, want {want:?}"))
+            }
+            Err(_) => {}
+        }
+    }
+    failures
+}
+
 #[tokio::test]
 async fn valid_samples_are_accepted() {
     let ns = TestNamespace::new("schema_samples").await;
@@ -194,16 +209,7 @@ async fn bad_releases_are_rejected_with_their_rules_message() {
             "spec.version: Required value",
         ),
     ];
-    let mut failures = Vec::new();
-    for (name, obj, want) in &table {
-        match create(&api, obj).await {
-            Ok(()) => failures.push(format!("{name}: accepted, want rejected with {want:?}")),
-            Err(e) if !e.contains(want) => {
-                failures.push(format!("{name}: rejected with {e:?}, want {want:?}"))
-            }
-            Err(_) => {}
-        }
-    }
+    let mut failures = rejections(&api, &table).await;
     // These are well-formed and must pass.
     for (name, obj) in [
         (
@@ -328,16 +334,7 @@ async fn bad_policies_are_rejected_with_their_rules_message() {
             "prometheus.address must be an http:// or https:// URL",
         ),
     ];
-    let mut failures = Vec::new();
-    for (name, obj, want) in &table {
-        match create(&api, obj).await {
-            Ok(()) => failures.push(format!("{name}: accepted, want rejected with {want:?}")),
-            Err(e) if !e.contains(want) => {
-                failures.push(format!("{name}: rejected with {e:?}, want {want:?}"))
-            }
-            Err(_) => {}
-        }
-    }
+    let mut failures = rejections(&api, &table).await;
     let fine = with(
         &with(
             &good,
