@@ -41,6 +41,17 @@ impl Fixture {
         .await
     }
 
+    /// `healthy_v1`, then 2.0.0 shipped and healthy as revision 2.
+    async fn healthy_v1_then_v2(&self) {
+        self.healthy_v1().await;
+        self.apply_release("2.0.0", &image("2.0.0"), json!({}))
+            .await;
+        self.release_until("2.0.0 Healthy", secs(60), |r| {
+            phase(r) == "Healthy" && r.status.as_ref().unwrap().revision == Some(2)
+        })
+        .await;
+    }
+
     /// Ship 2.0.0 as `image` and wait until Rewind put 1.0.0 back; returns how long it took.
     async fn ship_bad_v2(&self, image: &str, trigger: Trigger) -> (Release, Duration) {
         let started = Instant::now();
@@ -289,12 +300,7 @@ async fn rolls_back_a_release_whose_image_cannot_be_pulled() {
 #[tokio::test]
 async fn reverting_the_spec_reuses_the_recorded_digest() {
     let f = Fixture::new("revert_reuses_digest").await;
-    f.healthy_v1().await;
-    f.apply_release("2.0.0", &image("2.0.0"), json!({})).await;
-    f.release_until("2.0.0 Healthy", secs(60), |r| {
-        phase(r) == "Healthy" && r.status.as_ref().unwrap().revision == Some(2)
-    })
-    .await;
+    f.healthy_v1_then_v2().await;
     f.apply_release("1.0.0", &image("1.0.0"), json!({})).await;
     // Revision 3 is 1.0.0 again, applied by digest straight away: never by its tag.
     let d = f
@@ -324,12 +330,7 @@ async fn reverting_the_spec_reuses_the_recorded_digest() {
 #[tokio::test]
 async fn manual_rollback_by_annotation_on_the_release_acts_once() {
     let f = Fixture::new("manual_on_release").await;
-    f.healthy_v1().await;
-    f.apply_release("2.0.0", &image("2.0.0"), json!({})).await;
-    f.release_until("2.0.0 Healthy", secs(60), |r| {
-        phase(r) == "Healthy" && r.status.as_ref().unwrap().revision == Some(2)
-    })
-    .await;
+    f.healthy_v1_then_v2().await;
     f.annotate(
         &f.releases,
         "shop",
@@ -384,12 +385,7 @@ async fn manual_rollback_by_annotation_on_the_release_acts_once() {
 #[tokio::test]
 async fn manual_rollback_by_annotation_on_the_deployment() {
     let f = Fixture::new("manual_on_deployment").await;
-    f.healthy_v1().await;
-    f.apply_release("2.0.0", &image("2.0.0"), json!({})).await;
-    f.release_until("2.0.0 Healthy", secs(60), |r| {
-        phase(r) == "Healthy" && r.status.as_ref().unwrap().revision == Some(2)
-    })
-    .await;
+    f.healthy_v1_then_v2().await;
     f.annotate(
         &f.deployments,
         "shop",
