@@ -12,13 +12,4 @@ pub mod labels;
 pub mod metrics;
 pub mod telemetry;
 
-/// Errors Rewind's library can return.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// A call to the Kubernetes API failed.
-    #[error("kubernetes API: {0}")]
-    Kube(#[from] kube::Error),
-}
-
-/// Result with Rewind's error.
-pub type Result<T, E = Error> = std::result::Result<T, E>;
+pub use controller::Error;
