@@ -1,6 +1,6 @@
 //! The IO shell around `decide::plan`: watches and caches, one reconcile per Release that
-//! gathers observations, asks for a plan and carries it out (status, then Deployment, then
-//! Events), and the error policy.
+//! gathers observations, asks for a plan and carries it out (status, then Events, then the
+//! Deployment), and the error policy.
 
 mod trim;
 
@@ -115,8 +115,6 @@ pub struct Context {
     pub faults: Faults,
     /// Tag-to-digest resolution against registries.
     pub resolver: Resolver,
-    /// Set once the caches synced.
-    pub ready: Arc<AtomicBool>,
 }
 
 /// How the operator runs.
@@ -213,7 +211,6 @@ pub async fn run(client: Client, options: Options, metrics: Metrics, ready: Arc<
         written: Mutex::new(HashMap::new()),
         faults: options.faults.clone(),
         resolver: Resolver::new(options.registry.clone()),
-        ready: ready.clone(),
     });
 
     let by_target = releases.clone();
