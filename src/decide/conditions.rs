@@ -27,6 +27,7 @@ pub mod reason {
     pub const CONTAINER_NOT_FOUND: &str = "ContainerNotFound";
     pub const ADOPTED: &str = "Adopted";
     pub const DEPLOYING: &str = "Deploying";
+    pub const MIGRATION_NOT_RUN: &str = "MigrationNotRun";
     pub const DIGEST_RECORDED: &str = "DigestRecorded";
     pub const PINNED: &str = "Pinned";
     pub const RELEASE_FAILED: &str = "ReleaseFailed";

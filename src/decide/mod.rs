@@ -543,6 +543,17 @@ impl<'a> Planner<'a> {
             String::new()
         };
         self.note(false, reason::DEPLOYING, format!("{msg}{reuse}"));
+        if let Some(m) = &spec.migration {
+            // Recorded in history, but not acted on yet: say so rather than ignore it silently.
+            self.note(
+                true,
+                reason::MIGRATION_NOT_RUN,
+                format!(
+                    "spec.migration (schema {}) is recorded but this version of Rewind runs no migration Jobs: run {} yourself before relying on a rollback across it",
+                    m.schema_version, m.image
+                ),
+            );
+        }
         self.apply = Some(template);
         self.recheck_at(Some(add(self.now, self.policy.readiness_timeout)));
     }
