@@ -28,6 +28,7 @@ pub mod reason {
     pub const ADOPTED: &str = "Adopted";
     pub const DEPLOYING: &str = "Deploying";
     pub const MIGRATION_NOT_RUN: &str = "MigrationNotRun";
+    pub const METRICS_NOT_EVALUATED: &str = "MetricsNotEvaluated";
     pub const DIGEST_RECORDED: &str = "DigestRecorded";
     pub const PINNED: &str = "Pinned";
     pub const RELEASE_FAILED: &str = "ReleaseFailed";

@@ -543,6 +543,17 @@ impl<'a> Planner<'a> {
             String::new()
         };
         self.note(false, reason::DEPLOYING, format!("{msg}{reuse}"));
+        if !self.policy.metrics.is_empty() {
+            self.note(
+                true,
+                reason::METRICS_NOT_EVALUATED,
+                format!(
+                    "the policy's metric checks ({}) are not evaluated by this version of Rewind: only pod and Deployment health guard {}",
+                    self.policy.metrics.join(", "),
+                    spec.version
+                ),
+            );
+        }
         if let Some(m) = &spec.migration {
             // Recorded in history, but not acted on yet: say so rather than ignore it silently.
             self.note(

@@ -33,6 +33,8 @@ pub struct Policy {
     pub cooldown: Duration,
     /// Refuse to deploy what cannot be pinned from the registry first.
     pub strict_digests: bool,
+    /// Names of the metric checks the policy declares (not evaluated yet).
+    pub metrics: Vec<String>,
 }
 
 /// Finished rollbacks kept in `status.rollbacks`.
@@ -53,6 +55,7 @@ impl Default for Policy {
             guard_window: Duration::from_secs(15 * 60),
             cooldown: Duration::from_secs(10 * 60),
             strict_digests: false,
+            metrics: Vec::new(),
         }
     }
 }
@@ -87,6 +90,7 @@ impl From<&RollbackPolicySpec> for Policy {
                 .map_or(d.guard_window, |t| t.get()),
             cooldown: spec.cooldown.as_ref().map_or(d.cooldown, |t| t.get()),
             strict_digests: spec.digest_resolution == Some(crate::api::DigestResolution::Strict),
+            metrics: spec.metrics.iter().map(|m| m.name.clone()).collect(),
         }
     }
 }

@@ -2606,3 +2606,20 @@ fn a_release_with_a_migration_is_told_that_no_job_runs() {
         reasons(&p)
     );
 }
+
+#[test]
+fn a_policy_with_metric_checks_is_told_they_are_not_evaluated() {
+    let mut w = healthy_v1();
+    w.policy.metrics = vec!["error-rate".into()];
+    let p = w.set_version("2.0.0").at(100).step();
+    assert!(p.apply.is_some());
+    let note = p
+        .events
+        .iter()
+        .find(|n| n.reason == reason::METRICS_NOT_EVALUATED)
+        .expect("a warning Event");
+    assert!(
+        note.warning && note.message.contains("error-rate"),
+        "{note:?}"
+    );
+}
