@@ -6,7 +6,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use kube::{ResourceExt, api::PostParams};
+use kube::api::PostParams;
 use operator::*;
 use rewind::api::{DigestSource, Outcome, Phase, Release, RollbackPhase, Trigger};
 use serde_json::json;
@@ -569,7 +569,6 @@ async fn a_paused_release_is_left_alone() {
         |d| template_of(d).0 != image("0.9.0"),
     )
     .await;
-    let _ = r.name_any();
 }
 
 #[tokio::test]
