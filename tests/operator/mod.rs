@@ -226,8 +226,8 @@ pub fn phase(r: &Release) -> String {
         .map_or("-".into(), |p| format!("{p:?}"))
 }
 
-/// Reasons of the Events recorded about object `name`, oldest first.
-pub async fn event_reasons(client: &Client, namespace: &str, name: &str) -> Vec<String> {
+/// Reason and note of the Events recorded about object `name`, oldest first.
+pub async fn events(client: &Client, namespace: &str, name: &str) -> Vec<(String, String)> {
     let events: Api<Event> = Api::namespaced(client.clone(), namespace);
     // Filtered here: the test namespace holds few Events, and field selectors on
     // events.k8s.io differ between versions.
@@ -240,7 +240,34 @@ pub async fn event_reasons(client: &Client, namespace: &str, name: &str) -> Vec<
         .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
         .collect();
     list.sort_by_key(|e| e.metadata.creation_timestamp.clone().map(|t| t.0));
-    list.into_iter().filter_map(|e| e.reason).collect()
+    list.into_iter()
+        .map(|e| (e.reason.unwrap_or_default(), e.note.unwrap_or_default()))
+        .collect()
+}
+
+/// Wait until Events with every reason in `wanted` have been recorded about `name` (Events are
+/// published just after the status write a test may have waited for), and return all of them.
+pub async fn wait_for_events(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    wanted: &[&str],
+    timeout: Duration,
+) -> Vec<(String, String)> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let all = events(client, namespace, name).await;
+        if wanted.iter().all(|w| all.iter().any(|(r, _)| r == w)) {
+            return all;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            let reasons: Vec<&str> = all.iter().map(|(r, _)| r.as_str()).collect();
+            panic!(
+                "Events {wanted:?} about {name} not all recorded within {timeout:?}; got {reasons:?}"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// The pod template's first container image and Rewind revision of a Deployment.
@@ -394,6 +421,20 @@ impl Fixture {
         f: impl FnMut(&k8s_openapi::api::apps::v1::Deployment) -> bool,
     ) -> k8s_openapi::api::apps::v1::Deployment {
         wait_for(&self.deployments, "shop", what, timeout, f).await
+    }
+
+    /// Wait until Deployment shop's template carries Rewind revision `revision`.
+    pub async fn revision_applied(
+        &self,
+        revision: i64,
+        timeout: Duration,
+    ) -> k8s_openapi::api::apps::v1::Deployment {
+        let want = revision.to_string();
+        let what = format!("revision {revision} applied");
+        self.deployment_until(&what, timeout, |d| {
+            template_of(d).1.as_deref() == Some(want.as_str())
+        })
+        .await
     }
 
     /// The operator's reconcile count from its /metrics.
