@@ -31,20 +31,29 @@ target/debug/rewind crds | "$BIN_DIR/kubectl" apply --server-side --force-confli
 "$BIN_DIR/kubectl" delete namespace "$NS" --ignore-not-found --wait=true >/dev/null
 "$BIN_DIR/kubectl" create namespace "$NS" >/dev/null
 
+REGISTRY=$(sed -n 's/^REWIND_TEST_REGISTRY=//p' target/cluster/registry.env)
+say "pushing the demo images to the local registry $REGISTRY"
+# 2.0.0 lives under a path with the word 'unready': the simulated kubelet keeps its pods
+# NotReady even once the image is pinned to a digest.
+for ref in demo/shop-api:0.9.0 demo/shop-api:1.0.0 demo/unready/shop-api:2.0.0; do
+  echo "  $REGISTRY/$ref -> $(tests/cluster/registry/push.sh "${ref%:*}" "${ref##*:}")"
+done
+
 say "starting the operator (log: target/demo-operator.log)"
-target/debug/rewind run --namespace "$NS" --metrics-addr 127.0.0.1:0 2>target/demo-operator.log &
+target/debug/rewind run --namespace "$NS" --metrics-addr 127.0.0.1:0 --insecure-registry "$REGISTRY" \
+  2>target/demo-operator.log &
 OPERATOR=$!
 [ "${DEMO_KEEP:-0}" = 1 ] || trap 'kill $OPERATOR 2>/dev/null || true' EXIT
 
 say "applying the Deployment (running 0.9.0), a RollbackPolicy and Release 1.0.0"
-k apply -f deploy/demo/shop.yaml
+sed "s|REGISTRY|$REGISTRY|g" deploy/demo/shop.yaml | k apply -f -
 k get rls shop -o wide --no-headers >/dev/null 2>&1 || true
 show_until 90 Healthy
 echo "Deployment image now: $(k get deploy shop -o jsonpath='{.spec.template.spec.containers[0].image}')"
 k get rls shop -o jsonpath='{range .status.history[*]}  revision {.revision}: {.version} {.images[0].image} digest {.images[0].digest} ({.outcome}){"\n"}{end}'
 
 say "shipping 2.0.0, whose pods never become Ready (readiness timeout 15s in the demo policy)"
-k patch rls shop --type merge -p '{"spec":{"version":"2.0.0","images":[{"container":"api","image":"demo.example/shop/api:2.0.0-unready"}]}}'
+k patch rls shop --type merge -p "{\"spec\":{\"version\":\"2.0.0\",\"images\":[{\"container\":\"api\",\"image\":\"$REGISTRY/demo/unready/shop-api:2.0.0\"}]}}"
 show_until 90 RolledBack
 
 say "what Rewind recorded"
