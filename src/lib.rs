@@ -4,12 +4,12 @@
 pub mod api;
 pub mod controller;
 pub mod decide;
-pub mod deploy;
-pub mod digest;
 pub mod http;
 pub mod image;
 pub mod labels;
 pub mod metrics;
+pub mod reasons;
+pub mod registry;
 pub mod telemetry;
 
 pub use controller::Error;

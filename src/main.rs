@@ -107,7 +107,7 @@ async fn run(args: RunArgs) -> ExitCode {
         version = env!("CARGO_PKG_VERSION"),
         "rewind starting"
     );
-    let registry = rewind::digest::ResolverConfig {
+    let registry = rewind::registry::ResolverConfig {
         timeout: args.registry_timeout.get(),
         insecure: args.insecure_registries,
         ..Default::default()

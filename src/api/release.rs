@@ -426,7 +426,7 @@ pub struct Rollback {
     pub duration_seconds: Option<f64>,
 }
 
-/// Steps of the rollback state machine (design.md §3.3).
+/// Steps of the rollback state machine.
 #[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RollbackPhase {
     /// Decided, nothing done yet.

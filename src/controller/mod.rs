@@ -2,10 +2,11 @@
 //! gathers observations, asks for a plan and carries it out (status, then Events, then the
 //! Deployment), and the error policy.
 
+mod deploy;
 mod trim;
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeMap, HashMap},
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, Ordering},
@@ -36,13 +37,12 @@ use tracing::{Instrument, field, info, info_span, warn};
 use crate::{
     api::{Release, ReleaseStatus, RollbackPolicy},
     decide::{
-        self, Input, Plan,
-        observe::{Observed, PodView, Workload},
+        self, EventKind, Input, Plan,
+        views::{Observed, PodView, Workload},
     },
-    deploy,
-    digest::{Credentials, Resolver},
     labels,
     metrics::{ErrorLabels, Metrics, RollbackLabels},
+    registry::{Credentials, ResolveError, Resolver},
 };
 
 /// Errors of one reconcile.
@@ -127,7 +127,7 @@ pub struct Options {
     /// Test faults.
     pub faults: Faults,
     /// Registry access.
-    pub registry: crate::digest::ResolverConfig,
+    pub registry: crate::registry::ResolverConfig,
 }
 
 fn api<K>(client: &Client, namespace: &Option<String>) -> Api<K>
@@ -317,19 +317,6 @@ async fn reconcile(release: Arc<Release>, ctx: Arc<Context>) -> Result<Action, E
             // Adoption: the pods the Deployment ran before Rewind carry no label of ours.
             pods.extend(adoption_pods(&ctx.client, &ns, d).await?);
         }
-        // Pin before rolling out: ask the registry for what a new revision would deploy.
-        let to_resolve = decide::images_to_resolve(&release);
-        let mut resolved = std::collections::BTreeMap::new();
-        if let (false, Some(d)) = (to_resolve.is_empty(), deployment.as_deref()) {
-            let credentials = pull_credentials(&ctx.client, &ns, d).await;
-            let answers = future::join_all(
-                to_resolve
-                    .iter()
-                    .map(|image| ctx.resolver.resolve(image, &credentials)),
-            )
-            .await;
-            resolved.extend(to_resolve.into_iter().zip(answers));
-        }
         let observed = Observed {
             workload: deployment.as_deref().map(Workload::from),
             pods,
@@ -339,15 +326,33 @@ async fn reconcile(release: Arc<Release>, ctx: Arc<Context>) -> Result<Action, E
             Ok(p) => (p, None),
             Err(e) => (decide::Policy::default(), Some(e)),
         };
-        let plan = decide::plan(&Input {
-            release: &release,
-            policy: &policy,
-            policy_error,
-            claimed_by: older_release_for_target(&ctx.releases, &release),
-            observed: &observed,
-            resolved: &resolved,
-            now: Timestamp::now(),
-        });
+        let claimed_by = older_release_for_target(&ctx.releases, &release);
+        let now = Timestamp::now();
+        let plan_with = |resolved: &BTreeMap<String, Result<String, ResolveError>>| {
+            decide::plan(&Input {
+                release: &release,
+                policy: &policy,
+                policy_error: policy_error.clone(),
+                claimed_by: claimed_by.clone(),
+                observed: &observed,
+                resolved,
+                now,
+            })
+        };
+        let mut plan = plan_with(&BTreeMap::new());
+        // Pin before rolling out: the planner names what it would deploy without a digest;
+        // ask the registry about exactly that and decide again with the answers.
+        if let (false, Some(d)) = (plan.lookups.is_empty(), deployment.as_deref()) {
+            let credentials = pull_credentials(&ctx.client, &ns, d).await;
+            let answers = future::join_all(
+                plan.lookups
+                    .iter()
+                    .map(|image| ctx.resolver.resolve(image, &credentials)),
+            )
+            .await;
+            let resolved: BTreeMap<_, _> = plan.lookups.iter().cloned().zip(answers).collect();
+            plan = plan_with(&resolved);
+        }
         if let Some(r) = plan.status.revision {
             tracing::Span::current().record("revision", r);
         }
@@ -442,15 +447,14 @@ async fn execute(release: &Release, ns: &str, plan: &Plan, ctx: &Context) -> Res
     for note in &plan.events {
         info!(
             reason = note.reason,
-            warning = note.warning,
+            warning = note.is_warning(),
             "{}",
             note.message
         );
         let event = KubeEvent {
-            type_: if note.warning {
-                EventType::Warning
-            } else {
-                EventType::Normal
+            type_: match note.kind {
+                EventKind::Warning => EventType::Warning,
+                EventKind::Normal => EventType::Normal,
             },
             reason: note.reason.into(),
             note: Some(truncate(&note.message, 1000)),

@@ -85,7 +85,7 @@ pub fn pod(p: &mut Pod) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decide::observe::{PodView, Workload};
+    use crate::decide::views::{PodView, Workload};
     use serde_json::json;
 
     #[test]

@@ -1,5 +1,6 @@
-//! Condition types and reasons (kstatus: Ready, Reconciling, Stalled; plus RolledBack and
-//! ManualRollback), and setting them without churning lastTransitionTime.
+//! Condition types (kstatus: Ready, Reconciling, Stalled; plus RolledBack, Pinned and
+//! ManualRollback), and setting them without churning lastTransitionTime. Their reasons are in
+//! [`crate::reasons`].
 
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
@@ -16,42 +17,6 @@ pub const ROLLED_BACK: &str = "RolledBack";
 pub const PINNED: &str = "Pinned";
 /// The outcome of the last `rewind.dev/rollback-to` request.
 pub const MANUAL_ROLLBACK: &str = "ManualRollback";
-
-/// Reasons (PascalCase), shared by conditions and Events.
-pub mod reason {
-    pub const PROGRESSING: &str = "Progressing";
-    pub const HEALTHY: &str = "Healthy";
-    pub const PAUSED: &str = "Paused";
-    pub const TARGET_NOT_FOUND: &str = "TargetNotFound";
-    pub const TARGET_CLAIMED: &str = "TargetClaimed";
-    pub const CONTAINER_NOT_FOUND: &str = "ContainerNotFound";
-    pub const ADOPTED: &str = "Adopted";
-    pub const DEPLOYING: &str = "Deploying";
-    pub const MIGRATION_NOT_RUN: &str = "MigrationNotRun";
-    pub const METRICS_NOT_EVALUATED: &str = "MetricsNotEvaluated";
-    pub const DIGEST_RECORDED: &str = "DigestRecorded";
-    pub const PINNED: &str = "Pinned";
-    pub const RELEASE_FAILED: &str = "ReleaseFailed";
-    pub const ROLLBACK_DISABLED: &str = "AutomaticRollbackDisabled";
-    pub const COOLDOWN: &str = "RollbackCooldown";
-    pub const NO_ROLLBACK_TARGET: &str = "NoRollbackTarget";
-    pub const ROLLING_BACK: &str = "RollingBack";
-    pub const ROLLBACK_STARTED: &str = "RollbackStarted";
-    pub const IMAGES_RESTORED: &str = "ImagesRestored";
-    pub const ROLLBACK_SUCCEEDED: &str = "RollbackSucceeded";
-    pub const ROLLBACK_FAILED: &str = "RollbackFailed";
-    pub const ROLLED_BACK: &str = "RolledBack";
-    pub const RETRY: &str = "RetryRequested";
-    pub const ACCEPTED: &str = "Accepted";
-    pub const UNKNOWN_VERSION: &str = "UnknownVersion";
-    pub const DIGESTS_UNKNOWN: &str = "DigestsUnknown";
-    pub const TARGET_NOT_HEALTHY: &str = "TargetNotHealthy";
-    pub const ALREADY_RUNNING: &str = "AlreadyRunning";
-    pub const AS_EXPECTED: &str = "AsExpected";
-    pub const RESOLVED: &str = "Resolved";
-    pub const FROM_POD_STATUS: &str = "RecordedFromPodStatus";
-    pub const UNPINNED: &str = "UnpinnedRefused";
-}
 
 /// Set condition `type_` in `conditions`, keeping lastTransitionTime when the status did not
 /// change, so re-deciding the same state writes the same bytes.

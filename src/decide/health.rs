@@ -1,12 +1,12 @@
-//! Judging one revision's health from its Deployment and Pods (design.md §3.2).
+//! Judging one revision's health from its Deployment and Pods.
 
 use jiff::{SignedDuration, Timestamp};
 
 use super::{
-    observe::{PodView, Workload},
     policy::Policy,
+    views::{PodView, Workload},
 };
-use crate::api::Trigger;
+use crate::{api::Trigger, reasons};
 
 /// What a revision's pods and Deployment say about it now.
 #[derive(Clone, Debug, PartialEq)]
@@ -70,7 +70,7 @@ fn definite_signals(
             if waiting == "CrashLoopBackOff" && c.restarts >= policy.crash_loop_restarts {
                 return Err(Failing {
                     trigger: Trigger::CrashLoop,
-                    reason: "CrashLoopBackOff",
+                    reason: reasons::CRASH_LOOP,
                     message: format!(
                         "container {} of pod {} (revision {revision}) restarted {} times (limit {}) and is in CrashLoopBackOff",
                         c.name, pod.name, c.restarts, policy.crash_loop_restarts
@@ -83,7 +83,7 @@ fn definite_signals(
                 if now >= deadline {
                     return Err(Failing {
                         trigger: Trigger::ImagePull,
-                        reason: "ImagePullFailed",
+                        reason: reasons::IMAGE_PULL_FAILED,
                         message: format!(
                             "container {} of pod {} (revision {revision}) cannot pull its image ({waiting}) for {}s",
                             c.name,
@@ -122,7 +122,7 @@ pub fn judge_rollout(
     if current && policy.progress_deadline && workload.progress_deadline_exceeded {
         return Verdict::Failed(Failing {
             trigger: Trigger::ProgressDeadline,
-            reason: "ProgressDeadlineExceeded",
+            reason: reasons::PROGRESS_DEADLINE,
             message: format!(
                 "the Deployment's progress deadline passed while rolling out revision {revision}"
             ),
@@ -137,7 +137,7 @@ pub fn judge_rollout(
     if now >= deadline {
         return Verdict::Failed(Failing {
             trigger: Trigger::Readiness,
-            reason: "ReadinessTimeout",
+            reason: reasons::READINESS_TIMEOUT,
             message: format!(
                 "revision {revision} not rolled out after {}s (readiness timeout): {ready} of {} pods Ready, {} updated, {} available",
                 policy.readiness_timeout.as_secs(),
@@ -197,7 +197,7 @@ pub fn judge_guarded(
         let names: Vec<&str> = long_unready.iter().map(|(n, _)| *n).collect();
         return Verdict::Failed(Failing {
             trigger: Trigger::Readiness,
-            reason: "PodsNotReady",
+            reason: reasons::PODS_NOT_READY,
             message: format!(
                 "{} pods of revision {revision} NotReady for over {}s (at most {allowed} allowed): {}",
                 names.len(),
@@ -215,7 +215,7 @@ pub fn judge_guarded(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decide::observe::ContainerView;
+    use crate::decide::views::ContainerView;
     use std::time::Duration;
 
     fn t(s: i64) -> Timestamp {

@@ -6,7 +6,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::api::{RollbackPolicySpec, RollbackTarget};
 
-/// Every knob of a policy, defaults applied (design.md §2).
+/// Every knob of a policy, defaults applied.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Policy {
     /// Roll back on failure (false: detect and record only).
@@ -164,13 +164,34 @@ mod tests {
     }
 }
 
+/// Why a Release's policy cannot be resolved (reported as `PolicyError`, never guessed).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PolicyError {
+    /// `spec.policyRef` names a policy that does not exist in the Release's namespace.
+    #[error(
+        "spec.policyRef names RollbackPolicy {name} but there is none in namespace {namespace}"
+    )]
+    RefNotFound {
+        /// The policy named.
+        name: String,
+        /// The Release's namespace.
+        namespace: String,
+    },
+    /// More than one policy's selector matches the Release.
+    #[error(
+        "RollbackPolicies {} all select this Release; set spec.policyRef or make their selectors disjoint",
+        .0.join(" and ")
+    )]
+    Ambiguous(Vec<String>),
+}
+
 /// The policy for `release` among the `policies` of its namespace: its `policyRef`, else the
 /// one policy whose selector matches its labels, else the defaults. Two matching policies are
 /// an error, never a silent pick.
 pub fn resolve(
     release: &crate::api::Release,
     policies: &[std::sync::Arc<crate::api::RollbackPolicy>],
-) -> Result<Policy, String> {
+) -> Result<Policy, PolicyError> {
     use kube::{ResourceExt, core::SelectorExt};
     let ns = release.namespace();
     let mine = policies.iter().filter(|p| p.namespace() == ns);
@@ -179,12 +200,9 @@ pub fn resolve(
             .clone()
             .find(|p| p.name_any() == r.name)
             .map(|p| Policy::from(&p.spec))
-            .ok_or_else(|| {
-                format!(
-                    "spec.policyRef names RollbackPolicy {} but there is none in namespace {}",
-                    r.name,
-                    ns.unwrap_or_default()
-                )
+            .ok_or_else(|| PolicyError::RefNotFound {
+                name: r.name.clone(),
+                namespace: ns.unwrap_or_default(),
             });
     }
     let labels = release.labels();
@@ -202,13 +220,9 @@ pub fn resolve(
     match matching.as_slice() {
         [] => Ok(Policy::default()),
         [one] => Ok(Policy::from(&one.spec)),
-        many => {
-            let names: Vec<String> = many.iter().map(|p| p.name_any()).collect();
-            Err(format!(
-                "RollbackPolicies {} all select this Release; set spec.policyRef or make their selectors disjoint",
-                names.join(" and ")
-            ))
-        }
+        many => Err(PolicyError::Ambiguous(
+            many.iter().map(|p| p.name_any()).collect(),
+        )),
     }
 }
 
@@ -295,7 +309,9 @@ mod resolve_tests {
                 .crash_loop_restarts,
             5
         );
-        let err = resolve(&release(&[], Some("web2")), &all).unwrap_err();
+        let err = resolve(&release(&[], Some("web2")), &all)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("none in namespace ns"), "{err}");
     }
 
@@ -306,7 +322,9 @@ mod resolve_tests {
             policy("b", "ns", &[], 6),
             policy("c", "ns", &[("app", "shop")], 7),
         ];
-        let err = resolve(&release(&[("tier", "web"), ("app", "shop")], None), &all).unwrap_err();
+        let err = resolve(&release(&[("tier", "web"), ("app", "shop")], None), &all)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("a and c"), "{err}");
     }
 }

@@ -1,4 +1,4 @@
-//! Resolving image tags to digests against the registry, before a revision rolls out, with the
+//! The registry client: resolving image tags to digests against the registry, before a revision rolls out, with the
 //! Deployment's pull secrets, a timeout, and a small cache so a storm of reconciles does not
 //! hammer the registry.
 
@@ -19,40 +19,8 @@ use oci_client::{
 };
 use serde::Deserialize;
 
+use super::ResolveError;
 use crate::image::is_digest;
-
-/// Why a tag could not be resolved. Each maps to a reason shown in conditions and Events.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum ResolveError {
-    /// Connection refused, DNS, TLS: the registry could not be reached.
-    #[error("registry unreachable: {0}")]
-    Unreachable(String),
-    /// No answer within the timeout.
-    #[error("registry did not answer within {0:?}")]
-    Timeout(Duration),
-    /// 401/403: no or wrong credentials.
-    #[error("registry refused the credentials (unauthorized): {0}")]
-    Unauthorized(String),
-    /// The repository or tag does not exist.
-    #[error("image not found in the registry: {0}")]
-    NotFound(String),
-    /// Anything else the registry said.
-    #[error("registry error: {0}")]
-    Other(String),
-}
-
-impl ResolveError {
-    /// PascalCase reason for conditions and Events.
-    pub fn reason(&self) -> &'static str {
-        match self {
-            ResolveError::Unreachable(_) => "RegistryUnreachable",
-            ResolveError::Timeout(_) => "RegistryTimeout",
-            ResolveError::Unauthorized(_) => "RegistryUnauthorized",
-            ResolveError::NotFound(_) => "ImageNotFound",
-            ResolveError::Other(_) => "RegistryError",
-        }
-    }
-}
 
 fn classify(e: OciDistributionError, timeout: Duration) -> ResolveError {
     use OciDistributionError as E;

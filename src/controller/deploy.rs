@@ -6,23 +6,21 @@ use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::{Value, json};
 
+#[cfg(test)]
+use crate::decide::TemplateContainer;
 use crate::{decide::Template, labels};
 
 /// The apply configuration for `template` on Deployment `name`.
 pub fn apply_config(name: &str, namespace: &str, release: &str, template: &Template) -> Value {
-    let entry = |(n, image, _): &(String, String, bool)| json!({"name": n, "image": image});
-    let containers: Vec<Value> = template
-        .containers
-        .iter()
-        .filter(|c| !c.2)
-        .map(entry)
-        .collect();
-    let init: Vec<Value> = template
-        .containers
-        .iter()
-        .filter(|c| c.2)
-        .map(entry)
-        .collect();
+    let entries = |init: bool| -> Vec<Value> {
+        template
+            .containers
+            .iter()
+            .filter(|c| c.init == init)
+            .map(|c| json!({"name": c.name, "image": c.image}))
+            .collect()
+    };
+    let (containers, init) = (entries(false), entries(true));
     let mut pod_spec = json!({});
     if !containers.is_empty() {
         pod_spec["containers"] = Value::Array(containers);
@@ -76,8 +74,16 @@ mod tests {
             revision: 3,
             version: "1.4.0".into(),
             containers: vec![
-                ("api".into(), "r/api@sha256:aa".into(), false),
-                ("setup".into(), "r/setup:1".into(), true),
+                TemplateContainer {
+                    name: "api".into(),
+                    image: "r/api@sha256:aa".into(),
+                    init: false,
+                },
+                TemplateContainer {
+                    name: "setup".into(),
+                    image: "r/setup:1".into(),
+                    init: true,
+                },
             ],
         };
         let c = apply_config("shop", "ns", "shop-release", &t);

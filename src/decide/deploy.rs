@@ -1,0 +1,350 @@
+//! Deploying: adopting a Deployment as revision 0, rolling out a new revision pinned to
+//! digests (asking the registry through [`Plan::lookups`](super::Plan::lookups)), and pinning
+//! the Deployment once the digests are known.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use super::{
+    EventKind::{Normal, Warning},
+    Template, TemplateContainer, conditions,
+    history::known_digest,
+    plan::{Planner, add, images_summary},
+    views::{PodView, Workload},
+};
+use crate::{
+    api::{
+        DigestSource, Outcome, Phase, PinnedImage, PinnedMigration, ReleaseSpec, ReleaseStatus,
+        Revision,
+    },
+    image::{ImageRef, is_digest},
+    reasons,
+};
+
+/// How long a Strict policy waits before asking the registry again.
+const STRICT_RETRY: std::time::Duration = std::time::Duration::from_secs(30);
+
+impl Planner<'_> {
+    /// Revision 0: what the Deployment ran before Rewind's first change, so even the first
+    /// Release has something to roll back to.
+    pub(super) fn adopt(&mut self, workload: &Workload) {
+        let pods: Vec<&PodView> = self
+            .input
+            .observed
+            .pods
+            .iter()
+            .filter(|p| p.revision.is_none())
+            .collect();
+        let images: Vec<PinnedImage> = self
+            .release
+            .spec
+            .images
+            .iter()
+            .filter_map(|i| {
+                let image = workload.images.get(&i.container)?.image.clone();
+                if image.is_empty() {
+                    return None;
+                }
+                let (digest, from) = match ImageRef::parse(&image).digest.filter(|d| is_digest(d)) {
+                    Some(d) => (Some(d.to_owned()), Some(DigestSource::Reference)),
+                    None => match agreed_digest(&pods, &i.container) {
+                        Some(d) => (Some(d), Some(DigestSource::PodStatus)),
+                        None => (None, None),
+                    },
+                };
+                Some(PinnedImage {
+                    container: i.container.clone(),
+                    image,
+                    digest,
+                    resolved_from: from,
+                })
+            })
+            .collect();
+        if images.is_empty() {
+            return;
+        }
+        let healthy = workload.rolled_out();
+        let summary = images_summary(&images);
+        self.status.history.push(Revision {
+            revision: 0,
+            version: "adopted".into(),
+            images,
+            migration: None,
+            source: None,
+            deployed_at: None,
+            healthy_at: healthy.then_some(Time(self.now)),
+            outcome: if healthy {
+                Outcome::Healthy
+            } else {
+                Outcome::Pending
+            },
+            failure: None,
+        });
+        self.status.revision = Some(0);
+        self.status.version = Some("adopted".into());
+        self.note(
+            Normal,
+            reasons::ADOPTED,
+            format!(
+                "recorded what the Deployment runs as revision 0 ({summary}) before changing it"
+            ),
+        );
+    }
+
+    pub(super) fn deploy(&mut self, workload: &Workload) {
+        let spec = &self.release.spec;
+        let number = self
+            .status
+            .history
+            .iter()
+            .map(|r| r.revision)
+            .max()
+            .map_or(1, |m| m + 1);
+        // The digest in the reference, else the one recorded for this version (a Git revert
+        // brings back the same bits, even if the tag moved), else the registry's answer.
+        let mut unresolved: Vec<String> = Vec::new();
+        let mut first_error: Option<&'static str> = None;
+        let mut lookups: Vec<String> = Vec::new();
+        let images: Vec<PinnedImage> = spec
+            .images
+            .iter()
+            .map(|i| {
+                let (digest, resolved_from) =
+                    match known_digest(&self.status.history, &spec.version, &i.container, &i.image)
+                    {
+                        Some((d, from)) => (Some(d), from),
+                        None => match self.input.resolved.get(&i.image) {
+                            Some(Ok(d)) => (Some(d.clone()), Some(DigestSource::Registry)),
+                            Some(Err(e)) => {
+                                first_error.get_or_insert(e.reason());
+                                unresolved.push(format!(
+                                    "{}={} ({}: {e})",
+                                    i.container,
+                                    i.image,
+                                    e.reason()
+                                ));
+                                (None, None)
+                            }
+                            None => {
+                                // No answer yet: the controller asks the registry and plans
+                                // again; without an answer (none possible) it stays unpinned.
+                                lookups.push(i.image.clone());
+                                unresolved
+                                    .push(format!("{}={} (not looked up)", i.container, i.image));
+                                (None, None)
+                            }
+                        },
+                    };
+                PinnedImage {
+                    container: i.container.clone(),
+                    image: i.image.clone(),
+                    digest,
+                    resolved_from,
+                }
+            })
+            .collect();
+        self.lookups.extend(lookups);
+        let pin_reason = first_error.unwrap_or(reasons::DIGESTS_UNKNOWN);
+        if !unresolved.is_empty() && self.policy.strict_digests {
+            let msg = format!(
+                "refusing to deploy {} unpinned (policy digestResolution: Strict): {}; asking the registry again in {}s",
+                spec.version,
+                unresolved.join("; "),
+                STRICT_RETRY.as_secs()
+            );
+            self.condition(conditions::PINNED, false, pin_reason, msg.clone());
+            self.stall(reasons::UNPINNED, msg);
+            self.recheck_at(Some(add(self.now, STRICT_RETRY)));
+            return;
+        }
+        if unresolved.is_empty() {
+            let msg = format!(
+                "every image of {} is pinned before the rollout",
+                spec.version
+            );
+            self.condition(conditions::PINNED, true, reasons::RESOLVED, msg);
+        } else {
+            let msg = format!(
+                "deploying {} by reference as written, the digest will be recorded from pod status: {}",
+                spec.version,
+                unresolved.join("; ")
+            );
+            self.condition(conditions::PINNED, false, pin_reason, msg.clone());
+            if first_error.is_some() {
+                self.note(Warning, pin_reason, msg);
+            }
+        }
+        let reused = images.iter().filter(|i| i.digest.is_some()).count();
+        if let Some(live) = self.live_index() {
+            let prev = &mut self.status.history[live];
+            if matches!(prev.outcome, Outcome::Healthy | Outcome::Pending) {
+                prev.outcome = Outcome::Superseded;
+            }
+        }
+        let entry = Revision {
+            revision: number,
+            version: spec.version.clone(),
+            images,
+            migration: spec.migration.as_ref().map(|m| PinnedMigration {
+                image: m.image.clone(),
+                digest: None,
+                schema_version: m.schema_version.clone(),
+            }),
+            source: spec.source.clone(),
+            deployed_at: Some(Time(self.now)),
+            healthy_at: None,
+            outcome: Outcome::Pending,
+            failure: None,
+        };
+        let template = template_for(&entry, workload, true);
+        let summary = images_summary(&entry.images);
+        self.status.history.insert(0, entry);
+        self.status.revision = Some(number);
+        self.status.version = Some(spec.version.clone());
+        self.cap_history();
+        let msg = format!(
+            "rolling out {} as revision {number} ({summary})",
+            spec.version
+        );
+        self.set_phase(Phase::Progressing, reasons::PROGRESSING, msg.clone());
+        if conditions::get(&self.status.conditions, conditions::ROLLED_BACK).is_some() {
+            self.condition(
+                conditions::ROLLED_BACK,
+                false,
+                reasons::DEPLOYING,
+                msg.clone(),
+            );
+        }
+        let reuse = if reused > 0 {
+            format!("; {reused} digest(s) known before rollout")
+        } else {
+            String::new()
+        };
+        self.note(Normal, reasons::DEPLOYING, format!("{msg}{reuse}"));
+        if !self.policy.metrics.is_empty() {
+            self.note(
+                Warning,
+                reasons::METRICS_NOT_EVALUATED,
+                format!(
+                    "the policy's metric checks ({}) are not evaluated by this version of Rewind: only pod and Deployment health guard {}",
+                    self.policy.metrics.join(", "),
+                    spec.version
+                ),
+            );
+        }
+        if let Some(m) = &spec.migration {
+            // Recorded in history, but not acted on yet: say so rather than ignore it silently.
+            self.note(
+                Warning,
+                reasons::MIGRATION_NOT_RUN,
+                format!(
+                    "spec.migration (schema {}) is recorded but this version of Rewind runs no migration Jobs: run {} yourself before relying on a rollback across it",
+                    m.schema_version, m.image
+                ),
+            );
+        }
+        self.apply = Some(template);
+        self.recheck_at(Some(add(self.now, self.policy.readiness_timeout)));
+    }
+
+    /// Once the live revision is healthy and every digest is known, make the Deployment run
+    /// `repo@sha256:…` so a reschedule can never pull a moved tag.
+    pub(super) fn pin(&mut self, workload: &Workload) {
+        let Some(idx) = self.live_index() else { return };
+        let live = &self.status.history[idx];
+        if live.images.iter().any(|i| i.digest.is_none()) {
+            return;
+        }
+        let template = template_for(live, workload, true);
+        if !workload_runs(workload, &template) {
+            let msg = format!(
+                "revision {} pinned to digests ({})",
+                live.revision,
+                images_summary(&live.images)
+            );
+            self.note(Normal, reasons::PINNED, msg);
+            self.apply = Some(template);
+        }
+    }
+}
+
+/// The live revision in `status` runs something other than `spec` (or nothing runs yet).
+pub(super) fn spec_differs(status: &ReleaseStatus, spec: &ReleaseSpec) -> bool {
+    let Some(live) = status
+        .revision
+        .and_then(|n| status.history.iter().find(|r| r.revision == n))
+    else {
+        return true;
+    };
+    live.version != spec.version
+        || live.images.len() != spec.images.len()
+        || spec.images.iter().any(|s| {
+            !live
+                .images
+                .iter()
+                .any(|l| l.container == s.container && l.image == s.image)
+        })
+}
+
+/// The digest every pod in `pods` reports for `container`, if they report one and agree.
+pub(super) fn agreed_digest(pods: &[&PodView], container: &str) -> Option<String> {
+    let mut found: Option<&str> = None;
+    for c in pods
+        .iter()
+        .flat_map(|p| p.containers.iter())
+        .filter(|c| c.name == container)
+    {
+        match (found, c.digest.as_deref()) {
+            (_, None) => {}
+            (None, Some(d)) => found = Some(d),
+            (Some(f), Some(d)) if f != d => return None,
+            _ => {}
+        }
+    }
+    found.map(String::from)
+}
+
+/// The pod template for a revision: images pinned where the digest is known (`pin`), as
+/// written otherwise.
+pub(super) fn template_for(entry: &Revision, workload: &Workload, pin: bool) -> Template {
+    Template {
+        revision: entry.revision,
+        version: entry.version.clone(),
+        containers: entry
+            .images
+            .iter()
+            // A container removed from the Deployment since is not put back by a rollback.
+            .filter(|i| workload.images.is_empty() || workload.images.contains_key(&i.container))
+            .map(|i| {
+                let image = match (&i.digest, pin) {
+                    (Some(d), true) => ImageRef::parse(&i.image).pinned(d),
+                    _ => i.image.clone(),
+                };
+                let init = workload.images.get(&i.container).is_some_and(|s| s.init);
+                TemplateContainer {
+                    name: i.container.clone(),
+                    image,
+                    init,
+                }
+            })
+            .collect(),
+    }
+}
+
+/// The Deployment's template already carries `template`. An image counts as the same when it
+/// is the same string or, for a pinned one, names the same digest (a mutating webhook may
+/// rewrite the repository, for a mirror, and keep the digest).
+pub(super) fn workload_runs(workload: &Workload, template: &Template) -> bool {
+    let same = |want: &str, have: &str| {
+        want == have
+            || ImageRef::parse(want)
+                .digest
+                .is_some_and(|d| ImageRef::parse(have).digest == Some(d))
+    };
+    workload.template_revision == Some(template.revision)
+        && template.containers.iter().all(|c| {
+            workload
+                .images
+                .get(&c.name)
+                .is_some_and(|s| same(&c.image, &s.image))
+        })
+}

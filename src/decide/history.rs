@@ -1,0 +1,84 @@
+//! History: the cap on kept revisions, choosing the revision a rollback goes back to, and the
+//! digests already recorded for a version.
+
+use super::plan::Planner;
+use crate::{
+    api::{DigestSource, Outcome, Revision, RollbackTarget},
+    image::{ImageRef, is_digest},
+};
+
+impl Planner<'_> {
+    /// Keep the newest `historyLimit` revisions, never dropping the live one or a rollback's.
+    pub(super) fn cap_history(&mut self) {
+        let limit = self.policy.history_limit;
+        let live = self.status.revision;
+        let target = |t| {
+            live.and_then(|l| choose_target(&self.status.history, l, t))
+                .map(|r| r.revision)
+        };
+        let keep: Vec<i64> = [
+            live,
+            self.in_flight().map(|r| r.to.revision),
+            self.in_flight().map(|r| r.from.revision),
+            target(RollbackTarget::LastHealthy),
+            target(self.policy.target),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        self.status
+            .history
+            .sort_by_key(|r| std::cmp::Reverse(r.revision));
+        while self.status.history.len() > limit {
+            match self
+                .status
+                .history
+                .iter()
+                .rposition(|r| !keep.contains(&r.revision))
+            {
+                Some(i) => {
+                    self.status.history.remove(i);
+                }
+                None => break,
+            }
+        }
+    }
+}
+
+/// The revision to roll back to from `failed`.
+pub fn choose_target(
+    history: &[Revision],
+    failed: i64,
+    target: RollbackTarget,
+) -> Option<Revision> {
+    let usable = |r: &&Revision| {
+        r.healthy_at.is_some()
+            && !matches!(r.outcome, Outcome::Failed | Outcome::RolledBack)
+            && r.images.iter().all(|i| i.digest.is_some())
+            && !r.images.is_empty()
+    };
+    let older = history.iter().filter(|r| r.revision < failed);
+    match target {
+        RollbackTarget::LastHealthy => older.filter(usable).max_by_key(|r| r.revision).cloned(),
+        RollbackTarget::Previous => older.max_by_key(|r| r.revision).filter(usable).cloned(),
+    }
+}
+
+/// A digest Rewind already knows for `image` of `container` at `version`: in the reference
+/// itself, or recorded for the same version and image in history.
+pub(super) fn known_digest(
+    history: &[Revision],
+    version: &str,
+    container: &str,
+    image: &str,
+) -> Option<(String, Option<DigestSource>)> {
+    if let Some(d) = ImageRef::parse(image).digest.filter(|d| is_digest(d)) {
+        return Some((d.to_owned(), Some(DigestSource::Reference)));
+    }
+    history
+        .iter()
+        .filter(|r| r.version == version)
+        .flat_map(|r| r.images.iter())
+        .find(|p| p.container == container && p.image == image && p.digest.is_some())
+        .map(|p| (p.digest.clone().unwrap_or_default(), p.resolved_from))
+}

@@ -1,0 +1,247 @@
+//! What people ask for by annotation: `rewind.dev/retry` (unblock a rolled-back version) and
+//! `rewind.dev/rollback-to` (a manual rollback, on the Release or its Deployment), each acted on
+//! once per distinct value.
+
+use super::{
+    EventKind::{Normal, Warning},
+    conditions,
+    health::Failing,
+    history::choose_target,
+    plan::Planner,
+    views::Workload,
+};
+use crate::{
+    api::{Failure, Handled, Outcome, Revision, RollbackTarget, Trigger},
+    labels, reasons,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::ResourceExt;
+
+impl Planner<'_> {
+    pub(super) fn handle_retry(&mut self) {
+        let value = self
+            .release
+            .annotations()
+            .get(labels::RETRY)
+            .filter(|v| !v.is_empty())
+            .cloned();
+        let handled = self.status.handled.get_or_insert_with(Handled::default);
+        match value {
+            None => handled.retry = None,
+            Some(v) if handled.retry.as_ref() != Some(&v) => {
+                handled.retry = Some(v);
+                if let Some(b) = self.status.blocked.take() {
+                    self.note(
+                        Normal,
+                        reasons::RETRY,
+                        format!(
+                            "{} unblocked by {}; Rewind will deploy it again",
+                            b.version,
+                            labels::RETRY
+                        ),
+                    );
+                }
+            }
+            Some(_) => {}
+        }
+        self.tidy_handled();
+    }
+
+    pub(super) fn tidy_handled(&mut self) {
+        if self
+            .status
+            .handled
+            .as_ref()
+            .is_some_and(|h| *h == Handled::default())
+        {
+            self.status.handled = None;
+        }
+    }
+
+    /// Act on `rewind.dev/rollback-to` (Release first, then Deployment), once per distinct
+    /// value. Returns true when a rollback started.
+    pub(super) fn handle_manual_rollback(&mut self, workload: &Workload) -> bool {
+        let on_release = self
+            .release
+            .annotations()
+            .get(labels::ROLLBACK_TO)
+            .filter(|v| !v.is_empty())
+            .cloned();
+        let on_target = workload.rollback_to.clone();
+        for (value, from_target) in [(on_release, false), (on_target, true)] {
+            let handled = self.status.handled.get_or_insert_with(Handled::default);
+            let slot = if from_target {
+                &mut handled.target_rollback_to
+            } else {
+                &mut handled.rollback_to
+            };
+            let Some(value) = value else {
+                *slot = None;
+                continue;
+            };
+            if slot.as_ref() == Some(&value) {
+                continue;
+            }
+            *slot = Some(value.clone());
+            let source = if from_target {
+                format!(
+                    "annotation {} on Deployment {}",
+                    labels::ROLLBACK_TO,
+                    self.release.spec.target.name
+                )
+            } else {
+                format!("annotation {} on the Release", labels::ROLLBACK_TO)
+            };
+            match self.resolve_manual_target(&value) {
+                Err(refusal) => {
+                    let why = refusal.reason();
+                    let msg = format!(
+                        "rollback to {value:?} ({source}) refused: {refusal}; nothing was changed"
+                    );
+                    self.condition(conditions::MANUAL_ROLLBACK, false, why, msg.clone());
+                    self.note(Warning, why, msg);
+                }
+                Ok((from, to)) => {
+                    let requested_by = if from_target {
+                        workload.requested_by.clone()
+                    } else {
+                        self.release
+                            .annotations()
+                            .get(labels::REQUESTED_BY)
+                            .cloned()
+                    };
+                    let who = requested_by
+                        .clone()
+                        .unwrap_or_else(|| "an unnamed user".into());
+                    let message = format!("{who} asked for {value} ({source})");
+                    self.condition(
+                        conditions::MANUAL_ROLLBACK,
+                        true,
+                        reasons::ACCEPTED,
+                        message.clone(),
+                    );
+                    let now = self.now;
+                    if let Some(e) = self.entry_mut(from.revision) {
+                        if e.outcome != Outcome::Failed {
+                            e.outcome = Outcome::RolledBack;
+                        }
+                        e.failure.get_or_insert(Failure {
+                            trigger: Trigger::Manual,
+                            reason: reasons::MANUAL_ROLLBACK.into(),
+                            message: message.clone(),
+                            at: Time(now),
+                        });
+                    }
+                    self.tidy_handled();
+                    let cause = Failing {
+                        trigger: Trigger::Manual,
+                        reason: reasons::MANUAL_ROLLBACK,
+                        message,
+                        at: self.now,
+                    };
+                    self.start_rollback(&from, &to, cause, requested_by, workload);
+                    return true;
+                }
+            }
+        }
+        self.tidy_handled();
+        false
+    }
+
+    /// The live revision and the revision `value` names, or why not.
+    pub(super) fn resolve_manual_target(
+        &self,
+        value: &str,
+    ) -> Result<(Revision, Revision), Refusal> {
+        let live = self
+            .live_index()
+            .map(|i| self.status.history[i].clone())
+            .ok_or(Refusal::NothingDeployed)?;
+        let target = if value == labels::PREVIOUS {
+            choose_target(
+                &self.status.history,
+                live.revision,
+                RollbackTarget::LastHealthy,
+            )
+            .ok_or_else(|| Refusal::NoHealthyBefore(live.version.clone(), live.revision))?
+        } else {
+            self.status
+                .history
+                .iter()
+                .filter(|r| r.version == value)
+                .max_by_key(|r| r.revision)
+                .cloned()
+                .ok_or_else(|| Refusal::NotInHistory {
+                    value: value.to_owned(),
+                    known: self
+                        .status
+                        .history
+                        .iter()
+                        .map(|r| r.version.clone())
+                        .collect(),
+                })?
+        };
+        if target.revision == live.revision {
+            return Err(Refusal::AlreadyRunning(target.version, target.revision));
+        }
+        if target.healthy_at.is_none() || target.outcome == Outcome::Failed {
+            return Err(Refusal::NeverHealthy(
+                target.version,
+                target.revision,
+                target.outcome,
+            ));
+        }
+        if let Some(i) = target.images.iter().find(|i| i.digest.is_none()) {
+            return Err(Refusal::DigestUnknown(
+                target.version.clone(),
+                target.revision,
+                i.container.clone(),
+            ));
+        }
+        Ok((live, target))
+    }
+}
+
+/// Why a `rewind.dev/rollback-to` request is refused (nothing changes).
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub(super) enum Refusal {
+    /// Nothing runs yet that could be rolled back.
+    #[error("nothing has been deployed yet")]
+    NothingDeployed,
+    /// `previous`, but no usable revision before the live one (version, revision).
+    #[error("no healthy revision before {0} (revision {1}) with recorded digests")]
+    NoHealthyBefore(String, i64),
+    /// The version is not in history.
+    #[error("no revision of {value} in history (known: {})", known.join(", "))]
+    NotInHistory {
+        /// What was asked for.
+        value: String,
+        /// The versions history has.
+        known: Vec<String>,
+    },
+    /// The requested revision is the live one (version, revision).
+    #[error("{0} (revision {1}) is what runs now")]
+    AlreadyRunning(String, i64),
+    /// The requested revision was never healthy (version, revision, outcome).
+    #[error("{0} (revision {1}) was never healthy ({2:?})")]
+    NeverHealthy(String, i64, Outcome),
+    /// The requested revision lacks a digest (version, revision, container).
+    #[error(
+        "{0} (revision {1}) has no recorded digest for container {2}; Rewind only restores pinned bits"
+    )]
+    DigestUnknown(String, i64, String),
+}
+
+impl Refusal {
+    /// The reason of the ManualRollback condition and the Event.
+    pub(super) fn reason(&self) -> &'static str {
+        match self {
+            Refusal::NothingDeployed
+            | Refusal::NoHealthyBefore(..)
+            | Refusal::NotInHistory { .. } => reasons::UNKNOWN_VERSION,
+            Refusal::AlreadyRunning(..) => reasons::ALREADY_RUNNING,
+            Refusal::NeverHealthy(..) => reasons::TARGET_NOT_HEALTHY,
+            Refusal::DigestUnknown(..) => reasons::DIGESTS_UNKNOWN,
+        }
+    }
+}

@@ -1,0 +1,354 @@
+//! Failing and rolling back: what a failure leads to (cooldown, automatic off, no target, a
+//! rollback), and the rollback state machine, persisted in `status.rollback`: restore images
+//! (RestoringImages) → verify the rollout (Verifying) → Succeeded or Failed; then the failed
+//! version stays blocked until the spec changes or a retry is asked.
+
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::ResourceExt;
+
+use super::{
+    EventKind::{Normal, Warning},
+    conditions,
+    deploy::{template_for, workload_runs},
+    health::Failing,
+    history::choose_target,
+    plan::{Planner, add},
+    policy,
+    views::Workload,
+};
+use crate::{
+    api::{
+        Blocked, Failure, Outcome, Phase, Revision, RevisionRef, Rollback, RollbackPhase, Trigger,
+    },
+    labels, reasons,
+};
+
+impl Planner<'_> {
+    pub(super) fn on_failure(&mut self, idx: usize, f: Failing, workload: &Workload) {
+        let live = self.status.history[idx].clone();
+        let headline = format!(
+            "{} (revision {}) failed: {}",
+            live.version, live.revision, f.message
+        );
+        if let Some(until) = self.cooldown_until() {
+            let msg = format!("{headline}; no automatic rollback until {until} (policy cooldown)");
+            if self.status.phase != Some(Phase::Degraded) {
+                self.note(Warning, reasons::COOLDOWN, msg.clone());
+            }
+            self.set_phase(Phase::Degraded, reasons::COOLDOWN, msg);
+            self.recheck_at(Some(until));
+            return;
+        }
+        {
+            let e = &mut self.status.history[idx];
+            e.outcome = Outcome::Failed;
+            e.failure = Some(Failure {
+                trigger: f.trigger,
+                reason: f.reason.into(),
+                message: f.message.clone(),
+                at: Time(f.at),
+            });
+        }
+        if !self.policy.automatic {
+            let msg = format!("{headline}; automatic rollback is off in the policy");
+            self.note(Warning, reasons::ROLLBACK_DISABLED, msg.clone());
+            self.set_phase(Phase::Degraded, reasons::ROLLBACK_DISABLED, msg);
+            return;
+        }
+        let Some(target) = choose_target(&self.status.history, live.revision, self.policy.target)
+        else {
+            let msg = format!(
+                "{headline}; no earlier healthy revision with recorded digests to roll back to"
+            );
+            self.note(Warning, reasons::NO_ROLLBACK_TARGET, msg.clone());
+            self.set_phase(Phase::Degraded, reasons::NO_ROLLBACK_TARGET, msg);
+            return;
+        };
+        self.start_rollback(&live, &target, f, None, workload);
+    }
+
+    /// The end of the cooldown after the last automatic rollback, if it has not passed.
+    pub(super) fn cooldown_until(&self) -> Option<Timestamp> {
+        let last = self
+            .status
+            .rollbacks
+            .iter()
+            .filter(|r| r.trigger != Trigger::Manual)
+            .filter_map(|r| r.completed_at.as_ref())
+            .map(|t| t.0)
+            .max()?;
+        let until = add(last, self.policy.cooldown);
+        (self.now < until).then_some(until)
+    }
+
+    /// Start rolling back from `from` to `to` because of `cause` (a failure detected, or a
+    /// person's request); records the phase RestoringImages with the restore in one plan.
+    pub(super) fn start_rollback(
+        &mut self,
+        from: &Revision,
+        to: &Revision,
+        cause: Failing,
+        requested_by: Option<String>,
+        workload: &Workload,
+    ) {
+        let Failing {
+            trigger,
+            reason: why,
+            message,
+            at: detected_at,
+        } = cause;
+        let uid = self.release.uid().unwrap_or_default();
+        let rollback = Rollback {
+            id: format!(
+                "{}-{}-{}-{}",
+                &uid[..uid.len().min(8)],
+                from.revision,
+                to.revision,
+                detected_at.as_second()
+            ),
+            from: RevisionRef {
+                revision: from.revision,
+                version: from.version.clone(),
+            },
+            to: RevisionRef {
+                revision: to.revision,
+                version: to.version.clone(),
+            },
+            trigger,
+            reason: why.to_owned(),
+            message: message.clone(),
+            requested_by,
+            phase: RollbackPhase::RestoringImages,
+            job_name: None,
+            detected_at: Time(detected_at),
+            started_at: Some(Time(self.now)),
+            images_restored_at: None,
+            completed_at: None,
+            duration_seconds: None,
+        };
+        let msg = format!(
+            "rolling back {} (revision {}) to {} (revision {}): {message}",
+            from.version, from.revision, to.version, to.revision
+        );
+        self.note(Warning, reasons::ROLLBACK_STARTED, msg.clone());
+        self.set_phase(Phase::RollingBack, reasons::ROLLING_BACK, msg);
+        self.status.rollback = Some(rollback);
+        // The phase (RestoringImages) is written with this status, before the patch.
+        self.apply = Some(template_for(to, workload, true));
+        self.recheck_at(Some(add(self.now, self.policy.readiness_timeout)));
+    }
+
+    pub(super) fn continue_rollback(&mut self, workload: &Workload) {
+        let Some(mut rb) = self.in_flight().cloned() else {
+            return;
+        };
+        let Some(target) = self.entry(rb.to.revision).cloned() else {
+            let msg = format!(
+                "rollback {} lost its target revision {} from history",
+                rb.id, rb.to.revision
+            );
+            self.fail_rollback(rb, msg);
+            return;
+        };
+        let template = template_for(&target, workload, true);
+        match rb.phase {
+            // Migrations are not run yet: these phases only restore images.
+            RollbackPhase::Pending
+            | RollbackPhase::MigratingDown
+            | RollbackPhase::RestoringImages => {
+                if workload_runs(workload, &template) {
+                    rb.phase = RollbackPhase::Verifying;
+                    rb.images_restored_at = Some(Time(self.now));
+                    self.note(
+                        Normal,
+                        reasons::IMAGES_RESTORED,
+                        format!(
+                            "Deployment {} runs {} (revision {}) again; verifying the rollout",
+                            self.release.spec.target.name, target.version, target.revision
+                        ),
+                    );
+                    self.status.rollback = Some(rb.clone());
+                    self.verify(rb, &target, workload);
+                } else {
+                    let started = rb.started_at.as_ref().map_or(self.now, |t| t.0);
+                    let deadline = add(started, self.policy.readiness_timeout);
+                    if self.now >= deadline {
+                        // The Deployment never showed the target's images (an apply that keeps
+                        // failing, or a webhook rewriting images): stop and ask for a person.
+                        let msg = format!(
+                            "rollback {} could not restore {} (revision {}) within {}s: the Deployment does not run its images; a person must look",
+                            rb.id,
+                            target.version,
+                            target.revision,
+                            self.policy.readiness_timeout.as_secs()
+                        );
+                        self.fail_rollback(rb, msg);
+                        return;
+                    }
+                    if rb.phase != RollbackPhase::RestoringImages {
+                        rb.phase = RollbackPhase::RestoringImages;
+                        self.status.rollback = Some(rb);
+                    }
+                    self.apply = Some(template);
+                    self.recheck_at(Some(deadline));
+                }
+            }
+            RollbackPhase::Verifying | RollbackPhase::MigratingDownAfter => {
+                if !workload_runs(workload, &template) {
+                    // Someone changed the Deployment under a rollback: put the target back.
+                    self.apply = Some(template);
+                }
+                self.verify(rb, &target, workload);
+            }
+            RollbackPhase::Succeeded | RollbackPhase::Failed => {}
+        }
+    }
+
+    /// End a rollback that cannot go on: Failed, recorded, Stalled with `message`.
+    pub(super) fn fail_rollback(&mut self, mut rb: Rollback, message: String) {
+        rb.phase = RollbackPhase::Failed;
+        rb.completed_at = Some(Time(self.now));
+        rb.duration_seconds =
+            Some((self.now.as_millisecond() - rb.detected_at.0.as_millisecond()) as f64 / 1000.0);
+        self.status.rollback = Some(rb.clone());
+        self.status.rollbacks.insert(0, rb.clone());
+        self.status.rollbacks.truncate(policy::ROLLBACKS_KEPT);
+        self.finished = Some(rb);
+        self.stall(reasons::ROLLBACK_FAILED, message);
+    }
+
+    pub(super) fn verify(&mut self, mut rb: Rollback, target: &Revision, workload: &Workload) {
+        let ready = self
+            .input
+            .observed
+            .pods
+            .iter()
+            .filter(|p| p.revision == Some(target.revision) && !p.terminating && p.ready)
+            .count() as i32;
+        let done = workload.template_revision == Some(target.revision)
+            && workload.rolled_out()
+            && ready >= workload.replicas;
+        let restored_at = rb.images_restored_at.as_ref().map_or(self.now, |t| t.0);
+        let deadline = add(restored_at, self.policy.readiness_timeout);
+        if !done && self.now < deadline {
+            let msg = format!(
+                "rolling back to {} (revision {}): {} of {} replicas available",
+                target.version, target.revision, workload.available, workload.replicas
+            );
+            self.set_phase(Phase::RollingBack, reasons::ROLLING_BACK, msg);
+            self.status.rollback = Some(rb);
+            self.recheck_at(Some(deadline));
+            return;
+        }
+        rb.completed_at = Some(Time(self.now));
+        rb.duration_seconds =
+            Some((self.now.as_millisecond() - rb.detected_at.0.as_millisecond()) as f64 / 1000.0);
+        let from_version = rb.from.version.clone();
+        self.status.revision = Some(target.revision);
+        self.status.version = Some(target.version.clone());
+        if done && let Some(t) = self.entry_mut(target.revision) {
+            t.outcome = Outcome::Healthy;
+        }
+        if self
+            .status
+            .blocked
+            .as_ref()
+            .is_some_and(|b| b.version == target.version)
+        {
+            self.status.blocked = None;
+        }
+        if self.release.spec.version == from_version {
+            self.status.blocked = Some(Blocked {
+                version: from_version.clone(),
+                reason: format!("rolled back ({}): {}", rb.trigger.as_str(), rb.reason),
+                since: Time(self.now),
+            });
+        }
+        if done {
+            rb.phase = RollbackPhase::Succeeded;
+            let msg = format!(
+                "rolled back from {} (revision {}) to {} (revision {}) in {:.1}s after {}: {}",
+                rb.from.version,
+                rb.from.revision,
+                target.version,
+                target.revision,
+                rb.duration_seconds.unwrap_or_default(),
+                rb.trigger.as_str(),
+                rb.message
+            );
+            self.note(Normal, reasons::ROLLBACK_SUCCEEDED, msg.clone());
+            let blocked = self.release.spec.version == from_version;
+            let status_msg = if blocked {
+                format!(
+                    "{msg}. {from_version} is blocked: change spec.version or set the {} annotation to try it again",
+                    labels::RETRY
+                )
+            } else {
+                msg
+            };
+            match self.status.blocked.clone().filter(|_| blocked) {
+                Some(b) => {
+                    let m = format!(
+                        "{} is blocked ({}); running {}. Change spec.version or set the {} annotation to try it again",
+                        b.version,
+                        b.reason,
+                        target.version,
+                        labels::RETRY
+                    );
+                    self.set_phase(Phase::RolledBack, reasons::ROLLED_BACK, m);
+                }
+                None => self.set_phase(Phase::RolledBack, reasons::ROLLED_BACK, status_msg.clone()),
+            }
+            self.condition(
+                conditions::ROLLED_BACK,
+                true,
+                reasons::ROLLED_BACK,
+                status_msg,
+            );
+        } else {
+            rb.phase = RollbackPhase::Failed;
+            let msg = format!(
+                "rollback to {} (revision {}) did not become available within {}s: {} of {} replicas available; a person must look",
+                target.version,
+                target.revision,
+                self.policy.readiness_timeout.as_secs(),
+                workload.available,
+                workload.replicas
+            );
+            self.note(Warning, reasons::ROLLBACK_FAILED, msg.clone());
+            self.set_phase(Phase::Failed, reasons::ROLLBACK_FAILED, msg);
+        }
+        self.status.rollback = Some(rb.clone());
+        self.status.rollbacks.insert(0, rb.clone());
+        self.status.rollbacks.truncate(policy::ROLLBACKS_KEPT);
+        self.finished = Some(rb);
+        self.cap_history();
+        // What waited for the rollback (a spec change, a retry, a request) is decided now.
+        self.recheck_at(Some(self.now));
+    }
+
+    pub(super) fn stay_rolled_back(&mut self, blocked: &Blocked, workload: &Workload) {
+        if let Some(live) = self.live_index().map(|i| self.status.history[i].clone()) {
+            let template = template_for(&live, workload, true);
+            if !workload_runs(workload, &template) {
+                self.apply = Some(template);
+            }
+        }
+        let live = self.status.version.clone().unwrap_or_default();
+        let msg = format!(
+            "{} is blocked ({}); running {live}. Change spec.version or set the {} annotation to try it again",
+            blocked.version,
+            blocked.reason,
+            labels::RETRY
+        );
+        let rolled_back_ok = self
+            .status
+            .rollback
+            .as_ref()
+            .is_none_or(|r| r.phase == RollbackPhase::Succeeded);
+        if rolled_back_ok {
+            self.set_phase(Phase::RolledBack, reasons::ROLLED_BACK, msg);
+        }
+    }
+}

@@ -1,0 +1,408 @@
+//! What people ask by annotation: retries of a blocked version and manual rollbacks.
+
+use super::*;
+
+// ---- blocked versions and retries --------------------------------------------------------
+
+#[test]
+fn retry_annotation_unblocks_and_redeploys_with_recorded_digests() {
+    let mut w = rolled_back_v2();
+    assert_eq!(
+        entry(w.status(), 2).images[0].digest,
+        Some(d(2)),
+        "recorded while it ran"
+    );
+    let p = w.annotate(labels::RETRY, "1").at(600).step();
+    assert_eq!(reasons(&p), [reasons::RETRY, reasons::DEPLOYING]);
+    assert_eq!(p.status.blocked, None);
+    assert_eq!(
+        p.status.handled.as_ref().and_then(|h| h.retry.as_deref()),
+        Some("1")
+    );
+    assert_eq!(
+        p.apply,
+        Some(template(3, "2.0.0", pinned(2))),
+        "a new revision, same bits"
+    );
+    assert_eq!(
+        (p.status.revision, p.status.phase),
+        (Some(3), Some(Phase::Progressing))
+    );
+    assert_eq!(
+        cond(&p.status, conditions::ROLLED_BACK),
+        is("False", reasons::DEPLOYING)
+    );
+    // The same value again does nothing new.
+    let p = w.at(610).step();
+    assert_eq!((p.events, p.apply), (vec![], None));
+}
+
+#[test]
+fn retry_left_in_place_does_not_unblock_a_version_that_failed_again() {
+    let mut w = rolled_back_v2();
+    w.policy.cooldown = Duration::ZERO;
+    w.annotate(labels::RETRY, "1").at(600).step();
+    let p = w.at(610).pods_come_up(PodState::CrashLoop(3)).step();
+    assert_eq!(rollback(&p.status).from.revision, 3);
+    let p = w.complete_rollback(620);
+    assert_eq!(p.status.blocked.map(|b| b.version), Some("2.0.0".into()));
+    for now in [700, 800] {
+        let p = w.at(now).step();
+        assert_eq!(
+            (p.apply, p.events),
+            (None, vec![]),
+            "at {now}: the retry was used up"
+        );
+        assert_eq!(p.status.phase, Some(Phase::RolledBack));
+    }
+    let p = w.annotate(labels::RETRY, "2").at(900).step();
+    assert_eq!(
+        p.apply,
+        Some(template(4, "2.0.0", pinned(2))),
+        "a new value retries again"
+    );
+}
+
+#[test]
+fn changing_spec_version_after_rollback_unblocks_and_deploys() {
+    let mut w = rolled_back_v2();
+    let p = w.set_version("3.0.0").at(600).step();
+    assert_eq!(p.status.blocked, None);
+    assert_eq!(p.apply, Some(template(3, "3.0.0", tag("3.0.0"))));
+    assert_eq!(
+        cond(&p.status, conditions::ROLLED_BACK),
+        is("False", reasons::DEPLOYING)
+    );
+    assert_eq!(p.status.phase, Some(Phase::Progressing));
+}
+
+#[test]
+fn rolled_back_condition_clears_when_spec_returns_to_the_running_version() {
+    let mut w = rolled_back_v2();
+    let p = w.set_version("1.0.0").at(600).step();
+    assert_eq!((p.apply.clone(), p.status.blocked.clone()), (None, None));
+    assert_eq!(p.status.phase, Some(Phase::Healthy));
+    assert_eq!(cond(&p.status, conditions::READY).0, "True");
+    assert_eq!(
+        cond(&p.status, conditions::ROLLED_BACK).0,
+        "False",
+        "today: True while nothing is blocked"
+    );
+}
+
+// ---- people asking for a rollback --------------------------------------------------------
+
+#[test]
+fn manual_rollback_via_release_annotation_acts_once_per_value() {
+    let mut w = healthy_v1();
+    w.deploy_healthy("2.0.0", 100);
+    let p = w
+        .annotate(labels::ROLLBACK_TO, "1.0.0")
+        .annotate(labels::REQUESTED_BY, "alice@example.com")
+        .at(200)
+        .step();
+    let rb = rollback(&p.status).clone();
+    assert_eq!(
+        (rb.trigger, rb.reason.as_str(), rb.requested_by.as_deref()),
+        (Trigger::Manual, "ManualRollback", Some("alice@example.com"))
+    );
+    assert_eq!(
+        (rb.from.revision, rb.to.revision, rb.phase, rb.detected_at.0),
+        (2, 1, RollbackPhase::RestoringImages, t(200))
+    );
+    assert!(rb.message.contains("alice@example.com"), "{}", rb.message);
+    assert_eq!(p.apply, Some(template(1, "1.0.0", pinned(1))));
+    assert_eq!(reasons(&p), [reasons::ROLLBACK_STARTED]);
+    assert_eq!(
+        cond(&p.status, conditions::MANUAL_ROLLBACK),
+        is("True", reasons::ACCEPTED)
+    );
+    assert_eq!(
+        p.status
+            .handled
+            .as_ref()
+            .and_then(|h| h.rollback_to.as_deref()),
+        Some("1.0.0")
+    );
+    let r2 = entry(&p.status, 2);
+    assert_eq!(
+        (r2.outcome, r2.failure.as_ref().map(|f| f.trigger)),
+        (Outcome::RolledBack, Some(Trigger::Manual))
+    );
+
+    let p = w.complete_rollback(210);
+    assert_eq!(p.status.blocked.map(|b| b.version), Some("2.0.0".into()));
+    assert_eq!(p.status.phase, Some(Phase::RolledBack));
+
+    // Left in place (say, in Git): no second rollback.
+    for now in [300, 400] {
+        let p = w.at(now).step();
+        assert_eq!(
+            (p.apply, p.events, p.finished),
+            (None, vec![], None),
+            "at {now}"
+        );
+        assert_eq!(
+            (rollback(&p.status).id.as_str(), p.status.rollbacks.len()),
+            (rb.id.as_str(), 1)
+        );
+    }
+    // Removed: the handled value is cleared, which re-arms it.
+    let p = w.remove_annotation(labels::ROLLBACK_TO).at(500).step();
+    assert_eq!(
+        p.status
+            .handled
+            .as_ref()
+            .and_then(|h| h.rollback_to.clone()),
+        None
+    );
+    assert_eq!(p.apply, None);
+
+    // v2 again (retry), then the same request again acts again.
+    w.annotate(labels::RETRY, "1").at(600).step();
+    w.at(620).roll_out().step();
+    assert_eq!(w.status().phase, Some(Phase::Healthy));
+    let p = w.annotate(labels::ROLLBACK_TO, "1.0.0").at(700).step();
+    let rb = rollback(&p.status);
+    assert_eq!(
+        (rb.trigger, rb.from.revision, rb.to.revision, rb.phase),
+        (Trigger::Manual, 3, 1, RollbackPhase::RestoringImages)
+    );
+}
+
+#[test]
+fn manual_rollback_via_deployment_annotation() {
+    let mut w = healthy_v1();
+    w.deploy_healthy("2.0.0", 100);
+    w.workload_mut().rollback_to = Some("1.0.0".into());
+    let p = w.at(200).step();
+    let rb = rollback(&p.status);
+    assert_eq!(
+        (
+            rb.trigger,
+            rb.from.revision,
+            rb.to.revision,
+            rb.requested_by.clone()
+        ),
+        (Trigger::Manual, 2, 1, None)
+    );
+    assert!(
+        rb.message.contains("on Deployment shop-api"),
+        "{}",
+        rb.message
+    );
+    assert_eq!(
+        p.status
+            .handled
+            .as_ref()
+            .and_then(|h| h.target_rollback_to.as_deref()),
+        Some("1.0.0")
+    );
+    assert_eq!(p.apply, Some(template(1, "1.0.0", pinned(1))));
+    w.complete_rollback(210);
+    let p = w.at(300).step();
+    assert_eq!(
+        (p.apply, p.events, p.status.rollbacks.len()),
+        (None, vec![], 1)
+    );
+    w.workload_mut().rollback_to = None;
+    let p = w.at(400).step();
+    assert_eq!(p.status.handled, None);
+}
+
+/// Live: 4.0.0 (revision 4). 3.0.0 failed, 2.0.0 was healthy without a recorded digest,
+/// 1.0.0 was healthy and pinned.
+fn world_with_history() -> World {
+    use Outcome::*;
+    let mut w = World::new(
+        release("4.0.0").build(),
+        deployment()
+            .image("api", &pinned(4))
+            .revision(4)
+            .serving()
+            .build(),
+    );
+    w.pods = ready_pods(3, Some(4), &d(4));
+    w.release.status = Some(ReleaseStatus {
+        revision: Some(4),
+        version: Some("4.0.0".into()),
+        history: vec![
+            rev(4, "4.0.0", Healthy, Some(420), Some(4)),
+            rev(3, "3.0.0", Failed, None, Some(3)),
+            rev(2, "2.0.0", Superseded, Some(220), None),
+            rev(1, "1.0.0", Superseded, Some(120), Some(1)),
+        ],
+        ..Default::default()
+    });
+    w.at(5000).step();
+    assert_eq!(w.status().phase, Some(Phase::Healthy));
+    w
+}
+
+#[test]
+fn manual_rollback_requests_are_checked() {
+    // (value, on the Deployment rather than the Release, Ok(target revision) or Err(reason))
+    let cases: [(&str, bool, Result<i64, &str>); 9] = [
+        ("9.9.9", false, Err(reasons::UNKNOWN_VERSION)),
+        ("3.0.0", false, Err(reasons::TARGET_NOT_HEALTHY)),
+        ("2.0.0", false, Err(reasons::DIGESTS_UNKNOWN)),
+        ("4.0.0", false, Err(reasons::ALREADY_RUNNING)),
+        ("previous", false, Ok(1)),
+        ("1.0.0", false, Ok(1)),
+        ("9.9.9", true, Err(reasons::UNKNOWN_VERSION)),
+        ("3.0.0", true, Err(reasons::TARGET_NOT_HEALTHY)),
+        ("previous", true, Ok(1)),
+    ];
+    for (value, on_deployment, want) in cases {
+        let mut w = world_with_history();
+        let before = w.status().clone();
+        if on_deployment {
+            w.workload_mut().rollback_to = Some(value.into());
+        } else {
+            w.annotate(labels::ROLLBACK_TO, value);
+        }
+        let p = w.at(5100).plan();
+        let handled = p.status.handled.clone().unwrap_or_default();
+        let slot = if on_deployment {
+            handled.target_rollback_to
+        } else {
+            handled.rollback_to
+        };
+        assert_eq!(slot.as_deref(), Some(value), "{value}: handled");
+        match want {
+            Ok(target) => {
+                let rb = rollback(&p.status);
+                assert_eq!(
+                    (rb.trigger, rb.from.revision, rb.to.revision),
+                    (Trigger::Manual, 4, target),
+                    "{value}"
+                );
+                assert_eq!(p.apply, Some(template(1, "1.0.0", pinned(1))), "{value}");
+                assert_eq!(
+                    cond(&p.status, conditions::MANUAL_ROLLBACK),
+                    is("True", reasons::ACCEPTED),
+                    "{value}"
+                );
+            }
+            Err(why) => {
+                assert_eq!(
+                    cond(&p.status, conditions::MANUAL_ROLLBACK),
+                    is("False", why),
+                    "{value}"
+                );
+                let msg = &condition(&p.status, conditions::MANUAL_ROLLBACK).message;
+                assert!(msg.contains("nothing was changed"), "{value}: {msg}");
+                assert_eq!(p.events.len(), 1, "{value}: {:?}", p.events);
+                assert!(
+                    p.events[0].is_warning() && p.events[0].reason == why,
+                    "{value}: {:?}",
+                    p.events
+                );
+                assert_eq!(p.apply, None, "{value}");
+                assert_eq!(
+                    (&p.status.history, &p.status.rollback),
+                    (&before.history, &before.rollback),
+                    "{value}"
+                );
+                assert_eq!(
+                    (p.status.revision, p.status.phase),
+                    (before.revision, before.phase),
+                    "{value}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn refused_manual_rollback_is_reported_once_per_value() {
+    let mut w = world_with_history();
+    let p = w.annotate(labels::ROLLBACK_TO, "9.9.9").at(5100).step();
+    assert_eq!(reasons(&p), [reasons::UNKNOWN_VERSION]);
+    assert!(
+        p.events[0]
+            .message
+            .contains("known: 4.0.0, 3.0.0, 2.0.0, 1.0.0"),
+        "{}",
+        p.events[0].message
+    );
+    assert_settled(&mut w, 5200);
+    let p = w.remove_annotation(labels::ROLLBACK_TO).at(5300).step();
+    assert_eq!(p.status.handled, None);
+    assert_eq!(p.events, []);
+    let p = w.annotate(labels::ROLLBACK_TO, "9.9.9").at(5400).step();
+    assert_eq!(reasons(&p), [reasons::UNKNOWN_VERSION], "re-armed");
+}
+
+#[test]
+fn degraded_release_can_be_rolled_back_by_hand() {
+    let mut w = healthy_v1();
+    w.policy.automatic = false;
+    w.deploy_crashing("2.0.0", 100);
+    assert_eq!(w.status().phase, Some(Phase::Degraded));
+    let p = w
+        .annotate(labels::ROLLBACK_TO, labels::PREVIOUS)
+        .at(200)
+        .step();
+    let rb = rollback(&p.status);
+    assert_eq!(
+        (rb.trigger, rb.from.revision, rb.to.revision),
+        (Trigger::Manual, 2, 1)
+    );
+    assert_eq!(
+        entry(&p.status, 2).outcome,
+        Outcome::Failed,
+        "a failure stays a failure"
+    );
+    assert_eq!(p.apply, Some(template(1, "1.0.0", pinned(1))));
+    let p = w.complete_rollback(210);
+    assert_eq!(
+        (p.status.revision, p.status.phase),
+        (Some(1), Some(Phase::RolledBack))
+    );
+}
+
+#[test]
+fn manual_rollback_to_the_blocked_version_unblocks_it() {
+    let mut w = healthy_v1();
+    w.deploy_healthy("2.0.0", 100);
+    w.annotate(labels::ROLLBACK_TO, "1.0.0").at(200).step();
+    w.complete_rollback(210);
+    assert_eq!(
+        w.status().blocked.as_ref().map(|b| b.version.as_str()),
+        Some("2.0.0")
+    );
+    // On second thought, 2.0.0 was fine: roll forward to it.
+    let p = w.annotate(labels::ROLLBACK_TO, "2.0.0").at(300).step();
+    assert_eq!(rollback(&p.status).to.revision, 2);
+    w.complete_rollback(310);
+    let p = w.at(400).step();
+    assert_eq!(
+        (p.status.revision, p.status.version.as_deref()),
+        (Some(2), Some("2.0.0"))
+    );
+    assert_eq!(
+        p.status.blocked, None,
+        "today: 2.0.0 is blocked while it runs"
+    );
+    assert_eq!(
+        p.status.phase,
+        Some(Phase::Healthy),
+        "today: RolledBack, Stalled"
+    );
+}
+
+#[test]
+fn automatic_rollback_skips_a_version_a_person_rolled_back() {
+    let mut w = healthy_v1();
+    w.policy.cooldown = Duration::ZERO;
+    w.deploy_healthy("2.0.0", 100);
+    w.annotate(labels::ROLLBACK_TO, "1.0.0").at(200).step();
+    w.complete_rollback(210); // a person took 2.0.0 out: 1.0.0 runs
+    let p = w.deploy_crashing("3.0.0", 300);
+    assert_eq!(
+        rollback(&p.status).to.version,
+        "1.0.0",
+        "today: 2.0.0, the version a person rolled back"
+    );
+}

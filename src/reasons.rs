@@ -1,0 +1,149 @@
+//! Every reason Rewind writes, in one place: condition reasons, Event reasons and the failure
+//! reasons recorded in `history[].failure.reason` and `rollback.reason`. PascalCase, stable —
+//! dashboards, alerts and GitOps health checks match on them — and each one is listed in
+//! `docs/reference.md` (a unit test fails when the page misses one).
+
+/// Declare the reasons and [`ALL`] together, so the list cannot miss one.
+macro_rules! reasons {
+    ($($(#[doc = $doc:literal])+ $name:ident = $value:literal;)+) => {
+        $($(#[doc = $doc])+ pub const $name: &str = $value;)+
+        /// Every reason above, for the documentation check.
+        pub const ALL: &[&str] = &[$($value),+];
+    };
+}
+
+reasons! {
+    // ---- the state of a Release (Ready/Reconciling/Stalled and phase) ----
+    /// A new revision is rolling out.
+    PROGRESSING = "Progressing";
+    /// The live revision runs and is healthy.
+    HEALTHY = "Healthy";
+    /// `spec.paused` is set: Rewind neither deploys nor rolls back.
+    PAUSED = "Paused";
+    /// The target Deployment does not exist.
+    TARGET_NOT_FOUND = "TargetNotFound";
+    /// An older Release already manages the target Deployment.
+    TARGET_CLAIMED = "TargetClaimed";
+    /// `spec.images` names a container the Deployment does not have.
+    CONTAINER_NOT_FOUND = "ContainerNotFound";
+    /// The Release's policy could not be resolved (missing policyRef, two policies match).
+    POLICY_ERROR = "PolicyError";
+    /// A Strict policy refused to deploy images that could not be pinned.
+    UNPINNED = "UnpinnedRefused";
+    /// A revision failed and was not rolled back (see the failure in history).
+    RELEASE_FAILED = "ReleaseFailed";
+    /// A revision failed and the policy has `automatic: false`.
+    ROLLBACK_DISABLED = "AutomaticRollbackDisabled";
+    /// A revision failed inside the cooldown after the last automatic rollback.
+    COOLDOWN = "RollbackCooldown";
+    /// A revision failed and no earlier healthy revision with digests exists.
+    NO_ROLLBACK_TARGET = "NoRollbackTarget";
+    /// A rollback is in flight.
+    ROLLING_BACK = "RollingBack";
+    /// The desired version was rolled back and is blocked.
+    ROLLED_BACK = "RolledBack";
+    /// A rollback could not restore or verify its target.
+    ROLLBACK_FAILED = "RollbackFailed";
+    /// The RolledBack condition cleared because the Release became healthy again.
+    AS_EXPECTED = "AsExpected";
+
+    // ---- steps (Events, and reasons of the Pinned and RolledBack conditions) ----
+    /// Revision 0 recorded from what the Deployment ran before Rewind.
+    ADOPTED = "Adopted";
+    /// A revision is being applied to the Deployment.
+    DEPLOYING = "Deploying";
+    /// A Release with `spec.migration` is deployed, but no migration Job runs yet.
+    MIGRATION_NOT_RUN = "MigrationNotRun";
+    /// The policy declares metric checks, which are not evaluated yet.
+    METRICS_NOT_EVALUATED = "MetricsNotEvaluated";
+    /// A digest was recorded from the pods' imageID.
+    DIGEST_RECORDED = "DigestRecorded";
+    /// The Deployment now runs `repo@sha256:…` for every container.
+    PINNED = "Pinned";
+    /// Every digest was resolved from the registry before the rollout.
+    RESOLVED = "Resolved";
+    /// Every digest was recorded from pod status after a fallback.
+    FROM_POD_STATUS = "RecordedFromPodStatus";
+    /// A revision has images whose digest is not known.
+    DIGESTS_UNKNOWN = "DigestsUnknown";
+    /// A rollback started.
+    ROLLBACK_STARTED = "RollbackStarted";
+    /// The Deployment runs the rollback target's images again.
+    IMAGES_RESTORED = "ImagesRestored";
+    /// A rollback finished and its target is available.
+    ROLLBACK_SUCCEEDED = "RollbackSucceeded";
+    /// `rewind.dev/retry` unblocked a version.
+    RETRY = "RetryRequested";
+
+    // ---- manual rollback requests (ManualRollback condition) ----
+    /// A `rewind.dev/rollback-to` request was accepted.
+    ACCEPTED = "Accepted";
+    /// The requested version is not in history (or nothing was deployed yet).
+    UNKNOWN_VERSION = "UnknownVersion";
+    /// The requested revision was never healthy.
+    TARGET_NOT_HEALTHY = "TargetNotHealthy";
+    /// The requested revision is what runs now.
+    ALREADY_RUNNING = "AlreadyRunning";
+    /// Failure reason of a revision a person rolled back.
+    MANUAL_ROLLBACK = "ManualRollback";
+
+    // ---- why a revision failed (history[].failure.reason, rollback.reason) ----
+    /// The new revision did not roll out within the readiness timeout.
+    READINESS_TIMEOUT = "ReadinessTimeout";
+    /// In the guard window, more pods than maxUnready were NotReady past unreadyFor.
+    PODS_NOT_READY = "PodsNotReady";
+    /// A container crash-looped past the restart limit.
+    CRASH_LOOP = "CrashLoopBackOff";
+    /// A container could not pull its image past the policy's window.
+    IMAGE_PULL_FAILED = "ImagePullFailed";
+    /// The Deployment reported ProgressDeadlineExceeded.
+    PROGRESS_DEADLINE = "ProgressDeadlineExceeded";
+
+    // ---- the registry (Pinned condition, Events) ----
+    /// The registry could not be reached.
+    REGISTRY_UNREACHABLE = "RegistryUnreachable";
+    /// The registry did not answer within `--registry-timeout`.
+    REGISTRY_TIMEOUT = "RegistryTimeout";
+    /// The registry refused the credentials.
+    REGISTRY_UNAUTHORIZED = "RegistryUnauthorized";
+    /// The repository or tag does not exist.
+    IMAGE_NOT_FOUND = "ImageNotFound";
+    /// Any other registry error.
+    REGISTRY_ERROR = "RegistryError";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_are_unique_and_pascal_case() {
+        let mut seen = std::collections::BTreeSet::new();
+        for r in ALL {
+            assert!(seen.insert(*r), "reason {r} is declared twice");
+            assert!(
+                r.chars().next().is_some_and(|c| c.is_ascii_uppercase())
+                    && r.chars().all(|c| c.is_ascii_alphanumeric()),
+                "reason {r} is not PascalCase"
+            );
+        }
+    }
+
+    #[test]
+    fn reference_documents_every_reason() {
+        let page = include_str!("../docs/reference.md");
+        let missing: Vec<&str> = ALL
+            .iter()
+            .copied()
+            .filter(|r| {
+                !page
+                    .split(|c: char| !c.is_ascii_alphanumeric())
+                    .any(|word| word == *r)
+            })
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "docs/reference.md does not mention these reasons the code can produce: {missing:?}"
+        );
+    }
+}
