@@ -3,12 +3,12 @@
 
 pub mod api;
 pub mod controller;
-pub mod decide;
+pub(crate) mod decide;
 pub mod http;
-pub mod image;
-pub mod labels;
+pub(crate) mod image;
+pub(crate) mod labels;
 pub mod metrics;
-pub mod reasons;
+pub(crate) mod reasons;
 pub mod registry;
 pub mod telemetry;
 

@@ -8,6 +8,7 @@ macro_rules! reasons {
     ($($(#[doc = $doc:literal])+ $name:ident = $value:literal;)+) => {
         $($(#[doc = $doc])+ pub const $name: &str = $value;)+
         /// Every reason above, for the documentation check.
+        #[cfg(test)]
         pub const ALL: &[&str] = &[$($value),+];
     };
 }

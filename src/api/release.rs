@@ -63,7 +63,7 @@ pub struct ReleaseSpec {
     pub target: TargetRef,
 
     /// The containers (or init containers) whose image this release sets.
-    #[schemars(length(min = 1, max = 32))]
+    #[schemars(length(min = 1, max = crate::api::rules::MAX_IMAGES))]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["container".into()]))]
     pub images: Vec<ContainerImage>,
 
@@ -115,7 +115,7 @@ pub struct ContainerImage {
     #[x_kube(validation = Rule::new(crate::api::rules::matches(crate::api::rules::DNS_LABEL)).message("container must be a container name: lower-case letters, digits and '-'"))]
     pub container: String,
     /// Image reference, by tag or digest: registry.example/shop/api:1.4.0 or repo@sha256:<64 hex>.
-    #[schemars(length(min = 1, max = 512))]
+    #[schemars(length(min = 1, max = crate::api::rules::MAX_IMAGE_LEN))]
     #[x_kube(validation = Rule::new(crate::api::rules::matches(crate::api::rules::IMAGE_REF)).message("image must be an image reference such as registry.example/team/app:1.4.0 or registry.example/team/app@sha256:<64 hex digits> (lower-case repository, no scheme)"))]
     pub image: String,
 }
@@ -142,7 +142,7 @@ pub struct Source {
 #[serde(rename_all = "camelCase")]
 pub struct Migration {
     /// Image that carries this version's up and down migrations.
-    #[schemars(length(min = 1, max = 512))]
+    #[schemars(length(min = 1, max = crate::api::rules::MAX_IMAGE_LEN))]
     #[x_kube(validation = Rule::new(crate::api::rules::matches(crate::api::rules::IMAGE_REF)).message("migration.image must be an image reference such as registry.example/team/migrate:1.4.0"))]
     pub image: String,
     /// The schema version this release needs.
@@ -200,7 +200,9 @@ pub struct ReleaseStatus {
     /// Summary of where the release stands.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<Phase>,
-    /// kstatus-compatible conditions: Ready, Reconciling, Stalled, RolledBack.
+    /// Conditions: Ready, Reconciling and Stalled (kstatus-compatible), RolledBack (the desired
+    /// version was rolled back and is blocked), Pinned (every image of the newest revision has a
+    /// digest) and ManualRollback (the outcome of the last rewind.dev/rollback-to request).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
     /// Revision running now.
@@ -355,7 +357,8 @@ pub enum Trigger {
     ImagePull,
     /// The Deployment's progress deadline passed.
     ProgressDeadline,
-    /// A metric crossed its threshold.
+    /// A metric crossed its threshold. Reserved: metric analysis is not built yet, so no
+    /// rollback has this trigger today.
     Metric,
     /// A person asked.
     Manual,
@@ -395,7 +398,8 @@ pub struct Rollback {
     pub from: RevisionRef,
     /// The revision rolled back to.
     pub to: RevisionRef,
-    /// What started it.
+    /// What started it: Readiness, CrashLoop, ImagePull, ProgressDeadline or Manual (Metric is
+    /// reserved for metric analysis, not built yet).
     pub trigger: Trigger,
     /// Short PascalCase reason.
     pub reason: String,
@@ -405,9 +409,10 @@ pub struct Rollback {
     /// Who asked, for manual rollbacks, when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requested_by: Option<String>,
-    /// Where it stands.
+    /// Where it stands: RestoringImages, then Verifying, then Succeeded or Failed (Pending,
+    /// MigratingDown and MigratingDownAfter are reserved for migrations, not built yet).
     pub phase: RollbackPhase,
-    /// Migration Job, when one runs.
+    /// Migration Job, when one runs. Reserved: no migration Job runs yet.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job_name: Option<String>,
     /// When the failure became definite (or the request was seen).
@@ -429,15 +434,17 @@ pub struct Rollback {
 /// Steps of the rollback state machine.
 #[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RollbackPhase {
-    /// Decided, nothing done yet.
+    /// Decided, nothing done yet. Reserved: Rewind starts a rollback at RestoringImages today.
     Pending,
-    /// The down migration runs before the images are restored.
+    /// The down migration runs before the images are restored. Reserved: no migration Job runs
+    /// yet.
     MigratingDown,
     /// The Deployment is being patched back to the target's digests.
     RestoringImages,
     /// Waiting for the restored rollout to become available.
     Verifying,
-    /// The down migration runs after the images are restored.
+    /// The down migration runs after the images are restored. Reserved: no migration Job runs
+    /// yet.
     MigratingDownAfter,
     /// Done: the target runs.
     Succeeded,

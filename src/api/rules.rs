@@ -18,9 +18,9 @@ pub const DURATION: &str = "^([0-9]+(\\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$";
 pub const DNS_LABEL: &str = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
 
 /// Longest image reference accepted (bounds CEL cost; real references are far shorter).
-pub const MAX_IMAGE_LEN: u32 = 512;
+pub(crate) const MAX_IMAGE_LEN: u32 = 512;
 /// Most containers a Release may own.
-pub const MAX_IMAGES: u32 = 32;
+pub(crate) const MAX_IMAGES: u32 = 32;
 
 /// The CEL rule that checks `self` against `pattern` (a CEL raw string, so backslashes pass
 /// through to RE2 untouched).

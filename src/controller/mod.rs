@@ -92,7 +92,7 @@ pub struct Faults {
 }
 
 /// Shared by every reconcile.
-pub struct Context {
+pub(crate) struct Context {
     /// API client.
     pub client: Client,
     /// Deployments, trimmed.

@@ -34,7 +34,6 @@ use crate::{
     api::{Release, ReleaseStatus, Rollback},
     registry::ResolveError,
 };
-pub use history::choose_target;
 pub use policy::{Policy, PolicyError};
 use views::Observed;
 

@@ -151,13 +151,13 @@ fn history_cap_keeps_newer_healthy_revisions_over_an_old_finished_rollback() {
     assert_eq!(
         revisions(w.status()),
         [5, 4, 3],
-        "today: [5, 2, 1]: 4.0.0 and 3.0.0 dropped, the failed 2.0.0 kept"
+        "the cap keeps the newest revisions, not an old rollback's failed revision"
     );
     let p = w.at(410).pods_come_up(PodState::CrashLoop(3)).step();
     assert_eq!(
         rollback(&p.status).to.version,
         "4.0.0",
-        "today: back to 1.0.0, three releases old"
+        "a rollback goes back to the newest healthy revision, not one three releases old"
     );
 }
 
@@ -169,13 +169,13 @@ fn history_cap_never_drops_the_last_healthy_revision() {
     w.set_version("3.0.0").at(150).step();
     assert!(
         revisions(w.status()).contains(&1),
-        "today: {:?}",
+        "the last healthy revision is kept: {:?}",
         revisions(w.status())
     );
     let p = w.at(160).pods_come_up(PodState::CrashLoop(3)).step();
     assert_eq!(
         p.status.rollback.as_ref().map(|r| r.to.revision),
         Some(1),
-        "today: Degraded NoRollbackTarget"
+        "the kept healthy revision is the rollback target (not Degraded NoRollbackTarget)"
     );
 }

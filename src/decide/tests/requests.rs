@@ -86,7 +86,7 @@ fn rolled_back_condition_clears_when_spec_returns_to_the_running_version() {
     assert_eq!(
         cond(&p.status, conditions::ROLLED_BACK).0,
         "False",
-        "today: True while nothing is blocked"
+        "RolledBack is False once nothing is blocked"
     );
 }
 
@@ -383,12 +383,12 @@ fn manual_rollback_to_the_blocked_version_unblocks_it() {
     );
     assert_eq!(
         p.status.blocked, None,
-        "today: 2.0.0 is blocked while it runs"
+        "a version a person rolls back to is not blocked while it runs"
     );
     assert_eq!(
         p.status.phase,
         Some(Phase::Healthy),
-        "today: RolledBack, Stalled"
+        "the restored version is healthy, not RolledBack and Stalled"
     );
 }
 
@@ -403,6 +403,6 @@ fn automatic_rollback_skips_a_version_a_person_rolled_back() {
     assert_eq!(
         rollback(&p.status).to.version,
         "1.0.0",
-        "today: 2.0.0, the version a person rolled back"
+        "an automatic rollback never goes to a version a person rolled back"
     );
 }

@@ -415,7 +415,7 @@ fn blocked_release_puts_back_a_deployment_changed_to_the_bad_version() {
     assert_eq!(
         p.apply,
         Some(template(1, "1.0.0", pinned(1))),
-        "today: None; 2.0.0 runs while status says 1.0.0"
+        "a blocked release puts its live revision back (status and Deployment agree)"
     );
 }
 
@@ -502,7 +502,7 @@ fn degraded_reason_survives_the_next_plan() {
         assert_eq!(
             cond(&p.status, conditions::READY),
             is("False", why),
-            "today: ReleaseFailed"
+            "the reason of Degraded survives the next plan"
         );
         assert_eq!(p.status, before, "same inputs, same status");
     }
