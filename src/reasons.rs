@@ -25,6 +25,9 @@ reasons! {
     TARGET_NOT_FOUND = "TargetNotFound";
     /// An older Release already manages the target Deployment.
     TARGET_CLAIMED = "TargetClaimed";
+    /// The target Deployment was deleted and created again under the same name: a new target,
+    /// adopted again (Event).
+    TARGET_REPLACED = "TargetReplaced";
     /// `spec.images` names a container the Deployment does not have.
     CONTAINER_NOT_FOUND = "ContainerNotFound";
     /// The Release's policy could not be resolved (missing policyRef, two policies match).

@@ -205,6 +205,11 @@ pub struct ReleaseStatus {
     /// digest) and ManualRollback (the outcome of the last rewind.dev/rollback-to request).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+    /// UID of the Deployment this history belongs to. A Deployment deleted and created again
+    /// under the same name has another UID: it is a new target, adopted again, never given the
+    /// old one's digests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_uid: Option<String>,
     /// Revision running now.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revision: Option<i64>,

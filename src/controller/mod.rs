@@ -17,7 +17,7 @@ use std::{
 use futures::{StreamExt, future};
 use jiff::Timestamp;
 use k8s_openapi::api::{
-    apps::v1::Deployment,
+    apps::v1::{Deployment, ReplicaSet},
     core::v1::{Pod, Secret, ServiceAccount},
 };
 use kube::{
@@ -38,7 +38,7 @@ use crate::{
     api::{Release, ReleaseStatus, RollbackPolicy},
     decide::{
         self, EventKind, Input, Plan,
-        views::{Observed, PodView, Workload},
+        views::{Observed, PodView, ReplicaSetView, Workload, owned_pods},
     },
     labels,
     metrics::{ErrorLabels, Metrics, RollbackLabels},
@@ -99,6 +99,8 @@ pub(crate) struct Context {
     pub deployments: Store<Deployment>,
     /// Pods labelled `rewind.dev/release`, trimmed.
     pub pods: Store<Pod>,
+    /// ReplicaSets labelled `rewind.dev/release` (they tie pods to a Deployment), trimmed.
+    pub replica_sets: Store<ReplicaSet>,
     /// RollbackPolicies.
     pub policies: Store<RollbackPolicy>,
     /// Releases (the controller's own cache).
@@ -183,6 +185,16 @@ pub async fn run(client: Client, options: Options, metrics: Metrics, ready: Arc<
     .reflect(pod_writer)
     .touched_objects();
 
+    let (replica_sets, rs_writer) = reflector::store::<ReplicaSet>();
+    let rs_stream = watcher(
+        api::<ReplicaSet>(&client, ns),
+        watcher::Config::default().labels(labels::RELEASE),
+    )
+    .default_backoff()
+    .modify(trim::replica_set)
+    .reflect(rs_writer)
+    .touched_objects();
+
     let (policies, policy_writer) = reflector::store::<RollbackPolicy>();
     let policy_stream = watcher(
         api::<RollbackPolicy>(&client, ns),
@@ -197,6 +209,7 @@ pub async fn run(client: Client, options: Options, metrics: Metrics, ready: Arc<
         client: client.clone(),
         deployments: deployments.clone(),
         pods: pods.clone(),
+        replica_sets: replica_sets.clone(),
         policies: policies.clone(),
         releases: releases.clone(),
         recorder: Recorder::new(
@@ -230,6 +243,11 @@ pub async fn run(client: Client, options: Options, metrics: Metrics, ready: Arc<
             let release = p.labels().get(labels::RELEASE)?;
             Some(ObjectRef::<Release>::new(release).within(&ns))
         })
+        .watches_stream(rs_stream, |rs: ReplicaSet| {
+            let ns = rs.namespace()?;
+            let release = rs.labels().get(labels::RELEASE)?;
+            Some(ObjectRef::<Release>::new(release).within(&ns))
+        })
         .watches_stream(policy_stream, move |p: RollbackPolicy| {
             let ns = p.namespace();
             by_policy
@@ -242,14 +260,15 @@ pub async fn run(client: Client, options: Options, metrics: Metrics, ready: Arc<
 
     // Ready once every cache has its first full list.
     tokio::spawn({
-        let (r, d, p, q) = (releases.clone(), deployments, pods, policies);
+        let (r, d, p, q, rs) = (releases.clone(), deployments, pods, policies, replica_sets);
         async move {
             let started = Instant::now();
-            if future::try_join4(
+            if future::try_join5(
                 r.wait_until_ready(),
                 d.wait_until_ready(),
                 p.wait_until_ready(),
                 q.wait_until_ready(),
+                rs.wait_until_ready(),
             )
             .await
             .is_ok()
@@ -293,26 +312,39 @@ async fn reconcile(release: Arc<Release>, ctx: Arc<Context>) -> Result<Action, E
         }
         ctx.metrics.reconciles.inc();
         // Plans read the caches: wait for their first full list (instant afterwards).
-        let _ = future::join3(
+        let _ = future::join4(
             ctx.deployments.wait_until_ready(),
             ctx.pods.wait_until_ready(),
+            ctx.replica_sets.wait_until_ready(),
             ctx.policies.wait_until_ready(),
         )
         .await;
 
         let target = &release.spec.target.name;
         let deployment = ctx.deployments.get(&ObjectRef::new(target).within(&ns));
-        let mut pods: Vec<PodView> = ctx
+        let of_release = |labels: &BTreeMap<String, String>, namespace: Option<&str>| {
+            namespace == Some(ns.as_str()) && labels.get(labels::RELEASE) == Some(&name)
+        };
+        let replica_sets: Vec<ReplicaSetView> = ctx
+            .replica_sets
+            .state_filter(|rs| of_release(rs.labels(), rs.metadata.namespace.as_deref()))
+            .iter()
+            .map(|rs| ReplicaSetView::from(&**rs))
+            .collect();
+        let labelled: Vec<PodView> = ctx
             .pods
-            .state_filter(|p| {
-                p.metadata.namespace.as_deref() == Some(&ns)
-                    && p.labels().get(labels::RELEASE) == Some(&name)
-            })
+            .state_filter(|p| of_release(p.labels(), p.metadata.namespace.as_deref()))
             .iter()
             .map(|p| PodView::from(&**p))
             .collect();
-        let adopting =
-            !release.spec.paused && release.status.as_ref().is_none_or(|s| s.history.is_empty());
+        let deployment_uid = deployment.as_ref().and_then(|d| d.metadata.uid.clone());
+        // Only the pods of the target Deployment's own ReplicaSets count for a revision.
+        let mut pods = owned_pods(
+            deployment_uid.as_deref().unwrap_or_default(),
+            &replica_sets,
+            labelled,
+        );
+        let adopting = decide::adopting(&release, deployment_uid.as_deref());
         if let (true, Some(d)) = (adopting, deployment.as_deref()) {
             // Adoption: the pods the Deployment ran before Rewind carry no label of ours.
             pods.extend(adoption_pods(&ctx.client, &ns, d).await?);

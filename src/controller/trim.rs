@@ -1,7 +1,10 @@
 //! Cache trimming: keep only what decisions read, so thousands of Deployments and Pods cost
 //! little memory.
 
-use k8s_openapi::api::{apps::v1::Deployment, core::v1::Pod};
+use k8s_openapi::api::{
+    apps::v1::{Deployment, ReplicaSet},
+    core::v1::Pod,
+};
 use kube::ResourceExt;
 
 use crate::labels;
@@ -48,6 +51,34 @@ pub fn deployment(d: &mut Deployment) {
     }
 }
 
+/// Keep only the controller owner reference (what ties an object to its ReplicaSet or
+/// Deployment).
+fn keep_controller(meta: &mut k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) {
+    if let Some(owners) = meta.owner_references.as_mut() {
+        owners.retain(|o| o.controller == Some(true));
+    }
+}
+
+/// ReplicaSets: uid, our label, the controller owner and the template's revision annotation.
+pub fn replica_set(rs: &mut ReplicaSet) {
+    rs.managed_fields_mut().clear();
+    rs.metadata.annotations = None;
+    if let Some(l) = rs.metadata.labels.as_mut() {
+        l.retain(|k, _| k == labels::RELEASE);
+    }
+    keep_controller(&mut rs.metadata);
+    rs.status = None;
+    if let Some(spec) = rs.spec.as_mut()
+        && let Some(t) = spec.template.as_mut()
+    {
+        t.spec = None;
+        if let Some(m) = t.metadata.as_mut() {
+            m.labels = None;
+            keep_annotations(&mut m.annotations, &[labels::REVISION]);
+        }
+    }
+}
+
 /// Pods: name, labels and annotations of ours, and the status parts health checks read.
 pub fn pod(p: &mut Pod) {
     p.managed_fields_mut().clear();
@@ -55,7 +86,7 @@ pub fn pod(p: &mut Pod) {
     if let Some(l) = p.metadata.labels.as_mut() {
         l.retain(|k, _| k == labels::RELEASE);
     }
-    p.metadata.owner_references = None;
+    keep_controller(&mut p.metadata);
     p.spec = None;
     if let Some(s) = p.status.as_mut() {
         *s = k8s_openapi::api::core::v1::PodStatus {
@@ -85,7 +116,7 @@ pub fn pod(p: &mut Pod) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decide::views::{PodView, Workload};
+    use crate::decide::views::{PodView, ReplicaSetView, Workload};
     use serde_json::json;
 
     #[test]
@@ -112,6 +143,8 @@ mod tests {
 
         let mut p: Pod = serde_json::from_value(json!({
             "metadata": {"name": "a-1", "labels": {"rewind.dev/release": "a", "pod-template-hash": "x"},
+                         "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "a-x", "uid": "rs-uid", "controller": true},
+                                             {"apiVersion": "v1", "kind": "Other", "name": "o", "uid": "o"}],
                          "annotations": {"rewind.dev/revision": "4", "other": "z"}, "creationTimestamp": "2026-11-26T10:00:00Z"},
             "spec": {"containers": [{"name": "api", "image": "r/api:1"}]},
             "status": {"conditions": [{"type": "Ready", "status": "True"}, {"type": "PodScheduled", "status": "True"}],
@@ -121,6 +154,20 @@ mod tests {
         let before = PodView::from(&p);
         pod(&mut p);
         assert_eq!(PodView::from(&p), before);
+        assert_eq!(before.owner.as_deref(), Some("rs-uid"));
+
+        let mut rs: ReplicaSet = serde_json::from_value(json!({
+            "metadata": {"name": "a-5d9", "uid": "rs-uid", "labels": {"rewind.dev/release": "a", "app": "a"},
+                         "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "a", "uid": "d", "controller": true}]},
+            "spec": {"selector": {}, "template": {"metadata": {"annotations": {"rewind.dev/revision": "4", "other": "z"}},
+                     "spec": {"containers": [{"name": "api", "image": "r/api:1"}]}}},
+            "status": {"replicas": 2}
+        }))
+        .unwrap();
+        let before = ReplicaSetView::from(&rs);
+        replica_set(&mut rs);
+        assert_eq!(ReplicaSetView::from(&rs), before);
+        assert!(rs.status.is_none() && rs.spec.unwrap().template.unwrap().spec.is_none());
         assert!(p.spec.is_none());
         assert_eq!(p.labels().len(), 1);
     }

@@ -14,7 +14,7 @@ use super::{
 use crate::{
     api::{
         DigestSource, Outcome, Phase, PinnedImage, PinnedMigration, ReleaseSpec, ReleaseStatus,
-        Revision,
+        Revision, RollbackPhase,
     },
     image::{ImageRef, is_digest},
     reasons,
@@ -24,6 +24,59 @@ use crate::{
 const STRICT_RETRY: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl Planner<'_> {
+    /// Record the target's UID; a Deployment deleted and created again under the same name is
+    /// a new target: its predecessor's history (and any rollback in flight) ends here, and
+    /// what the new one runs is adopted as revision 0, so no old digest is ever written to it.
+    pub(super) fn bind_target(&mut self, workload: &Workload) {
+        if workload.uid.is_empty() {
+            return;
+        }
+        let Some(old) = self.status.target_uid.replace(workload.uid.clone()) else {
+            return;
+        };
+        if old == workload.uid {
+            return;
+        }
+        let name = self.release.spec.target.name.clone();
+        let dropped: Vec<String> = self
+            .status
+            .history
+            .iter()
+            .map(|r| format!("{} ({})", r.revision, r.version))
+            .collect();
+        if let Some(mut rb) = self.in_flight().cloned() {
+            rb.phase = RollbackPhase::Failed;
+            rb.completed_at = Some(Time(self.now));
+            rb.message = format!(
+                "{}; abandoned: Deployment {name} was deleted and created again",
+                rb.message
+            );
+            self.status.rollback = Some(rb.clone());
+            self.status.rollbacks.insert(0, rb.clone());
+            self.status
+                .rollbacks
+                .truncate(super::policy::ROLLBACKS_KEPT);
+            self.finished = Some(rb);
+        }
+        self.status.history.clear();
+        self.status.revision = None;
+        self.status.version = None;
+        self.status.blocked = None;
+        self.note(
+            Warning,
+            reasons::TARGET_REPLACED,
+            format!(
+                "Deployment {name} was deleted and created again (uid {old} is now {}): it is a new target; the old one's history ({}) no longer applies, and what the new one runs is recorded as revision 0 before anything changes",
+                workload.uid,
+                if dropped.is_empty() {
+                    "empty".to_owned()
+                } else {
+                    dropped.join(", ")
+                }
+            ),
+        );
+    }
+
     /// Revision 0: what the Deployment ran before Rewind's first change, so even the first
     /// Release has something to roll back to.
     pub(super) fn adopt(&mut self, workload: &Workload) {
@@ -62,7 +115,8 @@ impl Planner<'_> {
         if images.is_empty() {
             return;
         }
-        let healthy = workload.rolled_out();
+        // At 0 replicas nothing proves the images run: recorded, but not a rollback target.
+        let healthy = workload.rolled_out() && workload.replicas > 0;
         let summary = images_summary(&images);
         self.status.history.push(Revision {
             revision: 0,

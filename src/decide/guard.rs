@@ -96,10 +96,20 @@ impl Planner<'_> {
                         self.recheck_at(Some(add(self.now, self.policy.guard_window)));
                     }
                     Verdict::Waiting { recheck } => {
-                        let msg = format!(
-                            "rolling out {} as revision {revision}: {} of {} replicas updated, {} available",
-                            live.version, workload.updated, workload.replicas, workload.available
-                        );
+                        let msg = if workload.replicas <= 0 {
+                            format!(
+                                "{} (revision {revision}) is applied but the Deployment has 0 replicas: it is judged, and can become healthy, once it runs pods",
+                                live.version
+                            )
+                        } else {
+                            format!(
+                                "rolling out {} as revision {revision}: {} of {} replicas updated, {} available",
+                                live.version,
+                                workload.updated,
+                                workload.replicas,
+                                workload.available
+                            )
+                        };
                         self.set_phase(Phase::Progressing, reasons::PROGRESSING, msg);
                         self.recheck_at(recheck);
                     }

@@ -48,6 +48,11 @@ fn add(t: Timestamp, d: std::time::Duration) -> Timestamp {
         .unwrap_or(Timestamp::MAX)
 }
 
+/// How many items, as a replica count (saturating: never wraps).
+fn count<T>(items: impl Iterator<Item = T>) -> i32 {
+    i32::try_from(items.count()).unwrap_or(i32::MAX)
+}
+
 fn earliest(a: Option<Timestamp>, b: Option<Timestamp>) -> Option<Timestamp> {
     match (a, b) {
         (Some(a), Some(b)) => Some(a.min(b)),
@@ -129,11 +134,29 @@ pub fn judge_rollout(
             at: now,
         });
     }
-    let ready = mine.iter().filter(|p| p.ready).count() as i32;
+    if workload.replicas <= 0 {
+        // Nothing runs, so nothing can be judged: never Healthy (a version no pod ever ran
+        // must not become a rollback target) and no readiness timeout; it is judged once it
+        // runs pods.
+        return Verdict::Waiting { recheck };
+    }
+    let ready = count(mine.iter().filter(|p| p.ready));
     if current && workload.rolled_out() && ready >= workload.replicas {
         return Verdict::Healthy;
     }
-    let deadline = add(deployed_at, policy.readiness_timeout);
+    let mut deadline = add(deployed_at, policy.readiness_timeout);
+    // A revision that ran no pod until its deadline (it was scaled to 0, or scaled up later)
+    // gets the readiness timeout from its first pod, not from when it was applied.
+    if let Some(first) = mine.iter().map(|p| p.created).min()
+        && first >= deadline
+    {
+        deadline = add(first, policy.readiness_timeout);
+    }
+    if mine.is_empty() && workload.total == 0 && now >= deadline {
+        // No pod of any revision exists: a scale-up from 0 that has not created its pods yet,
+        // or a Deployment that cannot create them (its progress deadline reports that).
+        return Verdict::Waiting { recheck };
+    }
     if now >= deadline {
         return Verdict::Failed(Failing {
             trigger: Trigger::Readiness,
@@ -255,6 +278,7 @@ mod tests {
         PodView {
             name: name.into(),
             revision: Some(revision),
+            owner: None,
             created: t(0),
             terminating: false,
             ready,

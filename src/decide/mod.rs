@@ -125,6 +125,19 @@ impl Note {
     }
 }
 
+/// The Release is about to record what its Deployment runs as revision 0 (nothing recorded
+/// yet, or the Deployment was created again): the controller then also lists the pods the
+/// Deployment ran before Rewind, which carry no label of ours.
+pub fn adopting(release: &Release, deployment_uid: Option<&str>) -> bool {
+    let status = release.status.as_ref();
+    !release.spec.paused
+        && (status.is_none_or(|s| s.history.is_empty())
+            || status
+                .and_then(|s| s.target_uid.as_deref())
+                .zip(deployment_uid)
+                .is_some_and(|(recorded, now)| !now.is_empty() && recorded != now))
+}
+
 /// Decide the next step for one Release.
 pub fn plan(input: &Input) -> Plan {
     let mut p = plan::Planner::new(input);

@@ -223,6 +223,7 @@ impl<'a> Planner<'a> {
             self.stall(reasons::TARGET_NOT_FOUND, msg);
             return;
         };
+        self.bind_target(workload);
         if self.in_flight().is_some() {
             self.continue_rollback(workload);
             return;

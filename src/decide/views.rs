@@ -4,13 +4,18 @@
 use std::collections::BTreeMap;
 
 use jiff::Timestamp;
-use k8s_openapi::api::{apps::v1::Deployment, core::v1::Pod};
+use k8s_openapi::api::{
+    apps::v1::{Deployment, ReplicaSet},
+    core::v1::Pod,
+};
 
 use crate::{image::digest_from_image_id, labels};
 
 /// The parts of the target Deployment that decisions need.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Workload {
+    /// metadata.uid: a Deployment deleted and created again under the same name has another.
+    pub uid: String,
     /// metadata.generation.
     pub generation: i64,
     /// status.observedGeneration.
@@ -74,6 +79,7 @@ impl From<&Deployment> for Workload {
             }
         }
         Workload {
+            uid: d.metadata.uid.clone().unwrap_or_default(),
             generation: d.metadata.generation.unwrap_or(0),
             observed_generation: status.and_then(|s| s.observed_generation).unwrap_or(0),
             replicas: spec.and_then(|s| s.replicas).unwrap_or(1),
@@ -119,6 +125,8 @@ pub struct PodView {
     pub name: String,
     /// The Rewind revision it was created for.
     pub revision: Option<i64>,
+    /// UID of the ReplicaSet that controls it (its controller owner reference), if any.
+    pub owner: Option<String>,
     /// When it was created.
     pub created: Timestamp,
     /// Being deleted (ignored by health checks).
@@ -179,6 +187,7 @@ impl From<&Pod> for PodView {
                 .as_ref()
                 .and_then(|a| a.get(labels::REVISION))
                 .and_then(|r| r.parse().ok()),
+            owner: controller_of(&p.metadata, "ReplicaSet"),
             created: p
                 .metadata
                 .creation_timestamp
@@ -192,6 +201,67 @@ impl From<&Pod> for PodView {
             containers,
         }
     }
+}
+
+/// The UID of the controller owner of kind `kind`, if any.
+fn controller_of(
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    kind: &str,
+) -> Option<String> {
+    meta.owner_references
+        .iter()
+        .flatten()
+        .find(|o| o.controller == Some(true) && o.kind == kind)
+        .map(|o| o.uid.clone())
+}
+
+/// The parts of a ReplicaSet that tie pods to a Deployment and a revision.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReplicaSetView {
+    /// metadata.uid (what its pods' owner reference names).
+    pub uid: String,
+    /// UID of the Deployment that controls it.
+    pub deployment: Option<String>,
+    /// The Rewind revision in its pod template's annotations.
+    pub revision: Option<i64>,
+}
+
+impl From<&ReplicaSet> for ReplicaSetView {
+    fn from(rs: &ReplicaSet) -> Self {
+        ReplicaSetView {
+            uid: rs.metadata.uid.clone().unwrap_or_default(),
+            deployment: controller_of(&rs.metadata, "Deployment"),
+            revision: rs
+                .spec
+                .as_ref()
+                .and_then(|s| s.template.as_ref())
+                .and_then(|t| t.metadata.as_ref())
+                .and_then(|m| m.annotations.as_ref())
+                .and_then(|a| a.get(labels::REVISION))
+                .and_then(|r| r.parse().ok()),
+        }
+    }
+}
+
+/// The pods that count for a revision: those controlled by a ReplicaSet of the target
+/// Deployment (by UID) whose template carries the same revision. A pod that only carries our
+/// label and annotation (a copied manifest, a bare pod, the pods of a deleted Deployment of the
+/// same name) is left out, so it can neither make a revision healthy nor fail it.
+pub fn owned_pods(
+    deployment_uid: &str,
+    replica_sets: &[ReplicaSetView],
+    pods: Vec<PodView>,
+) -> Vec<PodView> {
+    pods.into_iter()
+        .filter(|p| {
+            p.revision.is_some()
+                && replica_sets.iter().any(|rs| {
+                    Some(&rs.uid) == p.owner.as_ref()
+                        && rs.deployment.as_deref() == Some(deployment_uid)
+                        && rs.revision == p.revision
+                })
+        })
+        .collect()
 }
 
 /// Everything observed about one Release's workload.
@@ -256,11 +326,72 @@ mod tests {
         assert!(!stale.rolled_out());
     }
 
+    fn pod_of(revision: Option<i64>, owner: Option<&str>) -> PodView {
+        PodView {
+            name: format!("p-{revision:?}-{owner:?}"),
+            revision,
+            owner: owner.map(String::from),
+            created: Timestamp::UNIX_EPOCH,
+            terminating: false,
+            ready: true,
+            ready_changed: None,
+            containers: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn only_pods_of_the_targets_replica_sets_count() {
+        let sets = [
+            ReplicaSetView {
+                uid: "rs-2".into(),
+                deployment: Some("dep".into()),
+                revision: Some(2),
+            },
+            ReplicaSetView {
+                uid: "rs-other".into(),
+                deployment: Some("another-dep".into()),
+                revision: Some(2),
+            },
+        ];
+        let pods = vec![
+            pod_of(Some(2), Some("rs-2")),     // counts
+            pod_of(Some(3), Some("rs-2")),     // annotation disagrees with its ReplicaSet
+            pod_of(Some(2), Some("rs-other")), // another Deployment's ReplicaSet
+            pod_of(Some(2), None),             // a bare pod with our label
+            pod_of(Some(2), Some("rs-gone")),  // a ReplicaSet not (yet) seen
+            pod_of(None, Some("rs-2")),        // no revision
+        ];
+        let kept: Vec<String> = owned_pods("dep", &sets, pods)
+            .into_iter()
+            .map(|p| p.name)
+            .collect();
+        assert_eq!(kept, [pod_of(Some(2), Some("rs-2")).name]);
+    }
+
+    #[test]
+    fn reads_a_replica_set() {
+        let rs: ReplicaSet = serde_json::from_value(json!({
+            "metadata": {"name": "a-5d9", "uid": "rs-uid", "ownerReferences": [
+                {"apiVersion": "apps/v1", "kind": "Deployment", "name": "a", "uid": "dep-uid", "controller": true}]},
+            "spec": {"selector": {}, "template": {"metadata": {"annotations": {"rewind.dev/revision": "7"}}}}
+        }))
+        .unwrap();
+        assert_eq!(
+            ReplicaSetView::from(&rs),
+            ReplicaSetView {
+                uid: "rs-uid".into(),
+                deployment: Some("dep-uid".into()),
+                revision: Some(7)
+            }
+        );
+    }
+
     #[test]
     fn reads_a_pod() {
         let d = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
         let p: Pod = serde_json::from_value(json!({
-            "metadata": {"name": "a-1", "creationTimestamp": "2026-11-26T10:00:00Z", "annotations": {"rewind.dev/revision": "3"}},
+            "metadata": {"name": "a-1", "creationTimestamp": "2026-11-26T10:00:00Z", "annotations": {"rewind.dev/revision": "3"},
+                         "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "a-5d9", "uid": "rs-uid", "controller": true}]},
             "status": {
                 "conditions": [{"type": "Ready", "status": "False", "lastTransitionTime": "2026-11-26T10:00:05Z"}],
                 "containerStatuses": [{"name": "api", "image": "x", "imageID": format!("docker-pullable://x@{d}"), "ready": false,
@@ -269,6 +400,7 @@ mod tests {
         .unwrap();
         let v = PodView::from(&p);
         assert_eq!(v.revision, Some(3));
+        assert_eq!(v.owner.as_deref(), Some("rs-uid"));
         assert!(!v.ready);
         assert_eq!(
             v.ready_changed,

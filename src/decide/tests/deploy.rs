@@ -640,3 +640,101 @@ fn a_policy_with_metric_checks_is_told_they_are_not_evaluated() {
         "{note:?}"
     );
 }
+
+// ---- what counts as running ---------------------------------------------------------------
+
+#[test]
+fn a_revision_at_zero_replicas_is_never_healthy_and_is_judged_once_it_runs() {
+    let mut w = healthy_v1();
+    w.workload_mut().replicas = 0;
+    w.set_version("2.0.0").at(100).step();
+    // The Deployment "rolls out" nothing: every count is 0 of 0.
+    let p = w.at(110).roll_out().step();
+    assert_eq!(p.status.phase, Some(Phase::Progressing), "{:#?}", p.status);
+    assert_eq!(entry(&p.status, 2).outcome, Outcome::Pending);
+    assert!(
+        condition(&p.status, conditions::READY)
+            .message
+            .contains("0 replicas"),
+        "{:#?}",
+        p.status.conditions
+    );
+    // Long past the readiness timeout: still waiting, no failure, no rollback.
+    let p = w.at(1000).step();
+    assert_eq!(p.status.phase, Some(Phase::Progressing));
+    assert_eq!(p.status.rollback, None);
+    assert_eq!(p.apply, None);
+    // Never a rollback target: a later failure has nothing but 1.0.0 to go back to.
+    assert_eq!(
+        choose_target(&p.status.history, 3, RollbackTarget::LastHealthy).map(|r| r.revision),
+        Some(1)
+    );
+    // Scaled up at t(2000): the readiness timeout runs from its first pod, not from t(100).
+    w.workload_mut().replicas = 3;
+    let p = w.at(2000).pods_come_up(PodState::NotReady).step();
+    assert_eq!(p.status.phase, Some(Phase::Progressing), "{:#?}", p.status);
+    assert_eq!(p.recheck, Some(t(2300)));
+    let p = w.at(2300).step();
+    assert_eq!(
+        rollback(&p.status).trigger,
+        Trigger::Readiness,
+        "judged once it runs pods"
+    );
+}
+
+#[test]
+fn an_adopted_deployment_at_zero_replicas_is_not_a_rollback_target() {
+    let mut w = World::new(
+        release("1.0.0").build(),
+        deployment().image("api", &pinned(90)).build(),
+    );
+    w.workload_mut().replicas = 0;
+    w.roll_out();
+    let p = w.at(0).step();
+    assert_eq!(entry(&p.status, 0).healthy_at, None, "never seen running");
+    assert_eq!(
+        choose_target(&p.status.history, 1, RollbackTarget::LastHealthy),
+        None
+    );
+}
+
+#[test]
+fn a_deployment_created_again_under_the_same_name_is_adopted_as_a_new_target() {
+    let mut w = world_with_registry();
+    w.deploy_healthy("2.0.0", 100);
+    assert_eq!(
+        w.status().target_uid.as_deref(),
+        Some(DEPLOYMENT_UID),
+        "the target's uid is recorded"
+    );
+    // Someone deletes the Deployment and creates another app under the same name.
+    w.workload = Some(
+        deployment()
+            .image("api", "registry.example/other/app:9.9.9")
+            .serving()
+            .build(),
+    );
+    w.workload_mut().uid = "another-uid".into();
+    w.pods = Vec::new();
+    w.set_version("1.0.0"); // a version recorded in the old history: its digest must not be reused
+    let p = w.at(300).step();
+    assert!(
+        reasons(&p).contains(&reasons::TARGET_REPLACED),
+        "{:?}",
+        reasons(&p)
+    );
+    assert_eq!(p.status.target_uid.as_deref(), Some("another-uid"));
+    let adopted = entry(&p.status, 0);
+    assert_eq!(adopted.images[0].image, "registry.example/other/app:9.9.9");
+    assert_eq!(
+        revisions(&p.status),
+        [1, 0],
+        "a new history: the old revisions are gone"
+    );
+    // 1.0.0 is deployed as a new revision, pinned from the registry, not from the old history.
+    assert_eq!(
+        entry(&p.status, 1).images[0].resolved_from,
+        Some(DigestSource::Registry)
+    );
+    assert_eq!(p.apply.expect("deployed to the new target").revision, 1);
+}

@@ -38,6 +38,7 @@ mod rollback;
 const NAME: &str = "shop-api";
 const NAMESPACE: &str = "shop";
 const UID: &str = "5e1f0c2a-7b3d-4c1e-9a8f-0d6b2e4c1a90";
+const DEPLOYMENT_UID: &str = "0b7d6c1e-2f4a-4e8b-9c3d-5a6e7f8a9b0c";
 const REPO: &str = "registry.example/shop/api";
 
 /// A fixed instant, `s` seconds after the tests' epoch.
@@ -167,6 +168,7 @@ struct WorkloadBuilder(Workload);
 /// so no pod runs yet.
 fn deployment() -> WorkloadBuilder {
     WorkloadBuilder(Workload {
+        uid: DEPLOYMENT_UID.into(),
         generation: 1,
         observed_generation: 1,
         replicas: 3,
@@ -253,6 +255,7 @@ fn pod(
     PodView {
         name,
         revision,
+        owner: None,
         created,
         terminating: false,
         ready: matches!(state, PodState::Ready),

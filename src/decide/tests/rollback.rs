@@ -620,3 +620,30 @@ fn first_reconcile_written_but_never_applied_is_applied() {
     assert_eq!(again.events, [], "adopted and announced once");
     assert_eq!(again.status.history, p.status.history);
 }
+
+#[test]
+fn a_rollback_in_flight_ends_when_its_deployment_is_created_again() {
+    let mut w = healthy_v1();
+    w.set_version("2.0.0").at(100).step();
+    w.at(110).pods_come_up(PodState::NotReady).step();
+    let p = w.at(400).step();
+    assert_eq!(rollback(&p.status).phase, RollbackPhase::RestoringImages);
+    w.workload = Some(deployment().image("api", &tag("0.9.0")).serving().build());
+    w.workload_mut().uid = "another-uid".into();
+    w.pods = Vec::new();
+    let p = w.at(410).step();
+    let rb = p.finished.clone().expect("the rollback is ended");
+    assert_eq!(rb.phase, RollbackPhase::Failed);
+    assert!(rb.message.contains("created again"), "{}", rb.message);
+    assert_eq!(
+        p.status.rollbacks[0].id, rb.id,
+        "recorded in the audit list"
+    );
+    assert!(
+        p.apply
+            .as_ref()
+            .is_none_or(|t| t.containers[0].image != pinned(1)),
+        "the old target's digest is never written to the new Deployment: {:?}",
+        p.apply
+    );
+}
