@@ -369,6 +369,7 @@ async fn reconcile(release: Arc<Release>, ctx: Arc<Context>) -> Result<Action, E
                 observed: &observed,
                 resolved,
                 now,
+                blind: &[],
             })
         };
         let mut plan = plan_with(&BTreeMap::new());

@@ -76,7 +76,7 @@ impl Planner<'_> {
                     workload,
                     &self.input.observed.pods,
                     self.policy,
-                    self.now,
+                    &self.clock(),
                 ) {
                     Verdict::Healthy => {
                         let e = &mut self.status.history[idx];
@@ -124,7 +124,7 @@ impl Planner<'_> {
                     workload,
                     &self.input.observed.pods,
                     self.policy,
-                    self.now,
+                    &self.clock(),
                 );
                 if let Verdict::Failed(f) = verdict {
                     self.on_failure(idx, f, workload);

@@ -1,8 +1,9 @@
 //! Judging one revision's health from its Deployment and Pods.
 
-use jiff::{SignedDuration, Timestamp};
+use jiff::Timestamp;
 
 use super::{
+    clock::Clock,
     policy::Policy,
     views::{PodView, Workload},
 };
@@ -43,11 +44,6 @@ const PULL_FAILURES: [&str; 4] = [
     "ErrImageNeverPull",
 ];
 
-fn add(t: Timestamp, d: std::time::Duration) -> Timestamp {
-    t.saturating_add(SignedDuration::try_from(d).unwrap_or(SignedDuration::MAX))
-        .unwrap_or(Timestamp::MAX)
-}
-
 /// How many items, as a replica count (saturating: never wraps).
 fn count<T>(items: impl Iterator<Item = T>) -> i32 {
     i32::try_from(items.count()).unwrap_or(i32::MAX)
@@ -66,7 +62,7 @@ fn definite_signals(
     revision: i64,
     pods: &[&PodView],
     policy: &Policy,
-    now: Timestamp,
+    clock: &Clock,
 ) -> Result<Option<Timestamp>, Failing> {
     let mut recheck = None;
     for pod in pods {
@@ -80,12 +76,12 @@ fn definite_signals(
                         "container {} of pod {} (revision {revision}) restarted {} times (limit {}) and is in CrashLoopBackOff",
                         c.name, pod.name, c.restarts, policy.crash_loop_restarts
                     ),
-                    at: now,
+                    at: clock.now,
                 });
             }
             if PULL_FAILURES.contains(&waiting) {
-                let deadline = add(pod.created, policy.image_pull_fail_for);
-                if now >= deadline {
+                let deadline = clock.due(pod.created, policy.image_pull_fail_for);
+                if clock.passed(deadline) {
                     return Err(Failing {
                         trigger: Trigger::ImagePull,
                         reason: reasons::IMAGE_PULL_FAILED,
@@ -112,13 +108,13 @@ pub fn judge_rollout(
     workload: &Workload,
     pods: &[PodView],
     policy: &Policy,
-    now: Timestamp,
+    clock: &Clock,
 ) -> Verdict {
     let mine: Vec<&PodView> = pods
         .iter()
         .filter(|p| p.revision == Some(revision) && !p.terminating)
         .collect();
-    let recheck = match definite_signals(revision, &mine, policy, now) {
+    let recheck = match definite_signals(revision, &mine, policy, clock) {
         Err(failing) => return Verdict::Failed(failing),
         Ok(r) => r,
     };
@@ -131,7 +127,7 @@ pub fn judge_rollout(
             message: format!(
                 "the Deployment's progress deadline passed while rolling out revision {revision}"
             ),
-            at: now,
+            at: clock.now,
         });
     }
     if workload.replicas <= 0 {
@@ -144,20 +140,20 @@ pub fn judge_rollout(
     if current && workload.rolled_out() && ready >= workload.replicas {
         return Verdict::Healthy;
     }
-    let mut deadline = add(deployed_at, policy.readiness_timeout);
+    let mut deadline = clock.due(deployed_at, policy.readiness_timeout);
     // A revision that ran no pod until its deadline (it was scaled to 0, or scaled up later)
     // gets the readiness timeout from its first pod, not from when it was applied.
     if let Some(first) = mine.iter().map(|p| p.created).min()
         && first >= deadline
     {
-        deadline = add(first, policy.readiness_timeout);
+        deadline = clock.due(first, policy.readiness_timeout);
     }
-    if mine.is_empty() && workload.total == 0 && now >= deadline {
+    if mine.is_empty() && workload.total == 0 && clock.passed(deadline) {
         // No pod of any revision exists: a scale-up from 0 that has not created its pods yet,
         // or a Deployment that cannot create them (its progress deadline reports that).
         return Verdict::Waiting { recheck };
     }
-    if now >= deadline {
+    if clock.passed(deadline) {
         return Verdict::Failed(Failing {
             trigger: Trigger::Readiness,
             reason: reasons::READINESS_TIMEOUT,
@@ -183,17 +179,17 @@ pub fn judge_guarded(
     workload: &Workload,
     pods: &[PodView],
     policy: &Policy,
-    now: Timestamp,
+    clock: &Clock,
 ) -> Verdict {
-    let guard_end = add(healthy_at, policy.guard_window);
-    if now >= guard_end {
+    let guard_end = clock.due(healthy_at, policy.guard_window);
+    if clock.passed(guard_end) {
         return Verdict::Healthy;
     }
     let mine: Vec<&PodView> = pods
         .iter()
         .filter(|p| p.revision == Some(revision) && !p.terminating)
         .collect();
-    let mut recheck = match definite_signals(revision, &mine, policy, now) {
+    let mut recheck = match definite_signals(revision, &mine, policy, clock) {
         Err(failing) => return Verdict::Failed(failing),
         Ok(r) => r,
     };
@@ -201,13 +197,13 @@ pub fn judge_guarded(
     let mut long_unready: Vec<(&str, Timestamp)> = Vec::new();
     for pod in mine.iter().filter(|p| !p.ready) {
         let since = pod.ready_changed.unwrap_or(pod.created).max(healthy_at);
-        let mut due = add(since, policy.unready_for);
+        let mut due = clock.due(since, policy.unready_for);
         if pod.created > healthy_at {
             // A pod that came later (a scale-up, an eviction, the pinning rollout) gets the
             // readiness timeout to become Ready first, as in a rollout.
-            due = due.max(add(pod.created, policy.readiness_timeout));
+            due = due.max(clock.due(pod.created, policy.readiness_timeout));
         }
-        if now >= due {
+        if clock.passed(due) {
             long_unready.push((&pod.name, due));
         } else {
             recheck = earliest(recheck, Some(due));
@@ -398,7 +394,7 @@ mod tests {
             },
         ];
         for c in cases {
-            let got = judge_rollout(2, t(0), &c.workload, &c.pods, &p, t(c.now));
+            let got = judge_rollout(2, t(0), &c.workload, &c.pods, &p, &Clock::at(t(c.now)));
             let got = match got {
                 Verdict::Healthy => Ok(None),
                 Verdict::Failed(f) => Ok(Some(f.trigger)),
@@ -410,7 +406,7 @@ mod tests {
 
     #[test]
     fn timeout_failure_is_dated_at_the_deadline() {
-        let v = judge_rollout(2, t(0), &workload(2, 0), &[], &policy(), t(75));
+        let v = judge_rollout(2, t(0), &workload(2, 0), &[], &policy(), &Clock::at(t(75)));
         let Verdict::Failed(f) = v else {
             panic!("{v:?}")
         };
@@ -434,7 +430,7 @@ mod tests {
             ..workload(2, 0)
         };
         assert!(matches!(
-            judge_rollout(2, t(0), &w, &[], &p, t(5)),
+            judge_rollout(2, t(0), &w, &[], &p, &Clock::at(t(5))),
             Verdict::Waiting { .. }
         ));
     }
@@ -452,33 +448,33 @@ mod tests {
 
         let w = workload(2, 3);
         assert_eq!(
-            judge_guarded(2, healthy_at, &w, &ready_pods(2), &p, t(200)),
+            judge_guarded(2, healthy_at, &w, &ready_pods(2), &p, &Clock::at(t(200))),
             Verdict::Waiting {
                 recheck: Some(t(400))
             }
         );
         // One pod down long is within maxUnready: 1.
         assert_eq!(
-            judge_guarded(2, healthy_at, &w, &one_down, &p, t(200)),
+            judge_guarded(2, healthy_at, &w, &one_down, &p, &Clock::at(t(200))),
             Verdict::Waiting {
                 recheck: Some(t(400))
             }
         );
         // Two down, the second not long enough yet: look again when it would be.
         assert_eq!(
-            judge_guarded(2, healthy_at, &w, &two_down, &p, t(160)),
+            judge_guarded(2, healthy_at, &w, &two_down, &p, &Clock::at(t(160))),
             Verdict::Waiting {
                 recheck: Some(t(165))
             }
         );
-        let v = judge_guarded(2, healthy_at, &w, &two_down, &p, t(165));
+        let v = judge_guarded(2, healthy_at, &w, &two_down, &p, &Clock::at(t(165)));
         let Verdict::Failed(f) = v else {
             panic!("{v:?}")
         };
         assert_eq!((f.trigger, f.at), (Trigger::Readiness, t(165)));
         // After the guard window nothing fails the revision.
         assert_eq!(
-            judge_guarded(2, healthy_at, &w, &two_down, &p, t(400)),
+            judge_guarded(2, healthy_at, &w, &two_down, &p, &Clock::at(t(400))),
             Verdict::Healthy
         );
         // A pod created after the revision became healthy is not counted until the readiness
@@ -490,19 +486,19 @@ mod tests {
             p.ready_changed = Some(t(150));
         }
         assert_eq!(
-            judge_guarded(2, healthy_at, &w, &late, &p, t(170)),
+            judge_guarded(2, healthy_at, &w, &late, &p, &Clock::at(t(170))),
             Verdict::Waiting {
                 recheck: Some(t(210))
             }
         );
         assert!(matches!(
-            judge_guarded(2, healthy_at, &w, &late, &p, t(210)),
+            judge_guarded(2, healthy_at, &w, &late, &p, &Clock::at(t(210))),
             Verdict::Failed(_)
         ));
         // Crash loops fail it while guarded.
         let crashing = vec![pod("a", 2, false, Some("CrashLoopBackOff"), 7)];
         assert!(matches!(
-            judge_guarded(2, healthy_at, &w, &crashing, &p, t(200)),
+            judge_guarded(2, healthy_at, &w, &crashing, &p, &Clock::at(t(200))),
             Verdict::Failed(Failing {
                 trigger: Trigger::CrashLoop,
                 ..

@@ -15,6 +15,7 @@
 //! - `views.rs`: the Deployment and Pods as the planner sees them; `policy.rs`: a policy with
 //!   its defaults; `conditions.rs`: condition types and setting them.
 
+pub mod clock;
 pub mod conditions;
 mod deploy;
 mod guard;
@@ -34,6 +35,7 @@ use crate::{
     api::{Release, ReleaseStatus, Rollback},
     registry::ResolveError,
 };
+use clock::Blind;
 pub use policy::{Policy, PolicyError};
 use views::Observed;
 
@@ -54,6 +56,8 @@ pub struct Input<'a> {
     pub resolved: &'a BTreeMap<String, Result<String, ResolveError>>,
     /// The time of the decision.
     pub now: Timestamp,
+    /// Spans when the controller could not see the cluster; deadlines leave them out.
+    pub blind: &'a [Blind],
 }
 
 /// What to do.
@@ -74,6 +78,11 @@ pub struct Plan {
     /// [`Input::resolved`]). When not empty, the controller asks the registry about exactly
     /// these and plans again with the answers; only the planner decides what deploys.
     pub lookups: Vec<String>,
+    /// This plan declares a failure (a revision failed, or a rollback could not finish). When
+    /// it was made from the watch caches, the controller re-reads the Deployment and its pods
+    /// from the API server, plans again and acts only on that plan, so no verdict is taken
+    /// from a cache that may be stale.
+    pub confirm: bool,
 }
 
 /// The fields of the Deployment's pod template Rewind owns.

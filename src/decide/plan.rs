@@ -3,12 +3,14 @@
 //! rollback in flight, policy error, unknown containers, requests, adoption, blocked version,
 //! a new spec, guarding what runs).
 
-use jiff::{SignedDuration, Timestamp};
+use jiff::Timestamp;
 use kube::ResourceExt;
 
 use super::{
     EventKind::{self, Normal, Warning},
-    Input, Note, Plan, Policy, Template, conditions,
+    Input, Note, Plan, Policy, Template,
+    clock::Clock,
+    conditions,
     deploy::spec_differs,
 };
 use crate::{
@@ -30,13 +32,10 @@ pub(super) struct Planner<'a> {
     pub(super) recheck: Option<Timestamp>,
     pub(super) finished: Option<Rollback>,
     pub(super) lookups: Vec<String>,
+    pub(super) confirm: bool,
 }
 
-/// `t + d`, saturating at the end of time (a huge policy duration never overflows).
-pub(super) fn add(t: Timestamp, d: std::time::Duration) -> Timestamp {
-    t.saturating_add(SignedDuration::try_from(d).unwrap_or(SignedDuration::MAX))
-        .unwrap_or(Timestamp::MAX)
-}
+pub(super) use super::clock::add;
 
 /// `container=image` for each image, pinned where the digest is known, for messages.
 pub(super) fn images_summary(images: &[PinnedImage]) -> String {
@@ -68,6 +67,7 @@ impl<'a> Planner<'a> {
             recheck: None,
             finished: None,
             lookups: Vec::new(),
+            confirm: false,
         }
     }
 
@@ -79,6 +79,7 @@ impl<'a> Planner<'a> {
             recheck: self.recheck,
             finished: self.finished,
             lookups: self.lookups,
+            confirm: self.confirm,
         }
     }
 
@@ -268,6 +269,14 @@ impl<'a> Planner<'a> {
             return;
         }
         self.guard_live(workload);
+    }
+
+    /// Time as this decision sees it: now, and the blind spans deadlines leave out.
+    pub(super) fn clock(&self) -> Clock<'a> {
+        Clock {
+            now: self.now,
+            blind: self.input.blind,
+        }
     }
 
     pub(super) fn in_flight(&self) -> Option<&Rollback> {

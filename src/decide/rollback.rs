@@ -26,6 +26,7 @@ use crate::{
 
 impl Planner<'_> {
     pub(super) fn on_failure(&mut self, idx: usize, f: Failing, workload: &Workload) {
+        self.confirm = true;
         let live = self.status.history[idx].clone();
         let headline = format!(
             "{} (revision {}) failed: {}",
@@ -172,8 +173,8 @@ impl Planner<'_> {
                     self.verify(rb, &target, workload);
                 } else {
                     let started = rb.started_at.as_ref().map_or(self.now, |t| t.0);
-                    let deadline = add(started, self.policy.readiness_timeout);
-                    if self.now >= deadline {
+                    let deadline = self.clock().due(started, self.policy.readiness_timeout);
+                    if self.clock().passed(deadline) {
                         // The Deployment never showed the target's images (an apply that keeps
                         // failing, or a webhook rewriting images): stop and ask for a person.
                         let msg = format!(
@@ -207,6 +208,7 @@ impl Planner<'_> {
 
     /// End a rollback that cannot go on: Failed, recorded, Stalled with `message`.
     pub(super) fn fail_rollback(&mut self, mut rb: Rollback, message: String) {
+        self.confirm = true;
         rb.phase = RollbackPhase::Failed;
         rb.completed_at = Some(Time(self.now));
         rb.duration_seconds =
@@ -230,8 +232,8 @@ impl Planner<'_> {
             && workload.rolled_out()
             && ready >= workload.replicas;
         let restored_at = rb.images_restored_at.as_ref().map_or(self.now, |t| t.0);
-        let deadline = add(restored_at, self.policy.readiness_timeout);
-        if !done && self.now < deadline {
+        let deadline = self.clock().due(restored_at, self.policy.readiness_timeout);
+        if !done && !self.clock().passed(deadline) {
             let msg = format!(
                 "rolling back to {} (revision {}): {} of {} replicas available",
                 target.version, target.revision, workload.available, workload.replicas
@@ -307,6 +309,7 @@ impl Planner<'_> {
                 status_msg,
             );
         } else {
+            self.confirm = true;
             rb.phase = RollbackPhase::Failed;
             let msg = format!(
                 "rollback to {} (revision {}) did not become available within {}s: {} of {} replicas available; a person must look",

@@ -11,7 +11,9 @@ use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::{
-    Input, Plan, Policy, PolicyError, Template, TemplateContainer, conditions,
+    Input, Plan, Policy, PolicyError, Template, TemplateContainer,
+    clock::Blind,
+    conditions,
     deploy::{agreed_digest, template_for},
     history::choose_target,
     views::{ContainerSlot, ContainerView, Observed, PodView, Workload},
@@ -373,6 +375,8 @@ struct World {
     resolved: BTreeMap<String, Result<String, ResolveError>>,
     /// An older Release that manages the same Deployment.
     claimed_by: Option<String>,
+    /// Spans when the controller could not see the cluster.
+    blind: Vec<Blind>,
     now: Timestamp,
 }
 
@@ -387,6 +391,7 @@ impl World {
             registry: registry(),
             resolved: BTreeMap::new(),
             claimed_by: None,
+            blind: Vec::new(),
             now: t(0),
         }
     }
@@ -438,6 +443,7 @@ impl World {
             claimed_by: self.claimed_by.clone(),
             resolved,
             now: self.now,
+            blind: &self.blind,
         })
     }
 

@@ -647,3 +647,49 @@ fn a_rollback_in_flight_ends_when_its_deployment_is_created_again() {
         p.apply
     );
 }
+
+// ---- blind spans and confirmation -----------------------------------------------------------
+
+#[test]
+fn a_deadline_does_not_count_the_time_nobody_could_see_the_cluster() {
+    let mut w = healthy_v1();
+    w.set_version("2.0.0").at(100).step();
+    w.at(110).pods_come_up(PodState::NotReady).step();
+    // The API server goes away at t(150); the readiness deadline (t(400)) passes meanwhile.
+    w.blind = vec![Blind {
+        from: t(150),
+        to: None,
+    }];
+    let p = w.at(450).step();
+    assert_eq!(p.status.rollback, None, "no verdict while blind");
+    assert_eq!(p.status.phase, Some(Phase::Progressing));
+    // Back at t(350): 200 s were blind, so the deadline is t(600).
+    w.blind[0].to = Some(t(350));
+    let p = w.at(500).step();
+    assert_eq!(p.status.rollback, None);
+    assert_eq!(p.recheck, Some(t(600)));
+    let p = w.at(600).step();
+    assert_eq!(rollback(&p.status).trigger, Trigger::Readiness);
+    assert_eq!(rollback(&p.status).detected_at.0, t(600));
+}
+
+#[test]
+fn plans_that_declare_a_failure_ask_to_be_confirmed() {
+    let mut w = healthy_v1();
+    let p = w.set_version("2.0.0").at(100).step();
+    assert!(!p.confirm, "deploying needs no confirmation");
+    let p = w.at(110).pods_come_up(PodState::NotReady).step();
+    assert!(!p.confirm, "waiting needs none");
+    let p = w.at(400).step();
+    assert!(
+        p.confirm,
+        "a readiness timeout starts a rollback: confirm it"
+    );
+    let p = w.at(410).step();
+    assert!(!p.confirm, "restoring images is no verdict");
+    // The target never becomes available: the rollback fails at its deadline.
+    w.at(420).pods_come_up(PodState::NotReady).step();
+    let p = w.at(800).step();
+    assert_eq!(rollback(&p.status).phase, RollbackPhase::Failed);
+    assert!(p.confirm, "a failed rollback is confirmed first");
+}

@@ -1,0 +1,122 @@
+//! Time as a decision sees it: now, and the spans when Rewind could not see the cluster (its
+//! watches were disconnected, for example while the API server was down). A deadline does not
+//! count blind time: pods that became Ready while nobody could see them must not be failed for
+//! it, so each deadline is pushed back by the blind time that fell inside its window.
+
+use jiff::{SignedDuration, Timestamp};
+
+/// A span when the watches were disconnected; `to` is None while it lasts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Blind {
+    /// When the first watch failed.
+    pub from: Timestamp,
+    /// When every watch had listed again; None: still blind.
+    pub to: Option<Timestamp>,
+}
+
+/// Now, and the blind spans to leave out of every deadline.
+#[derive(Clone, Copy, Debug)]
+pub struct Clock<'a> {
+    /// The time of the decision.
+    pub now: Timestamp,
+    /// Blind spans, oldest first (a short, bounded list kept by the controller).
+    pub blind: &'a [Blind],
+}
+
+/// `t + d`, saturating at the end of time (a huge duration never overflows).
+pub fn add(t: Timestamp, d: std::time::Duration) -> Timestamp {
+    t.saturating_add(SignedDuration::try_from(d).unwrap_or(SignedDuration::MAX))
+        .unwrap_or(Timestamp::MAX)
+}
+
+impl<'a> Clock<'a> {
+    /// A clock that was never blind.
+    #[cfg(test)]
+    pub fn at(now: Timestamp) -> Clock<'static> {
+        Clock { now, blind: &[] }
+    }
+
+    /// When a wait of `wait` that began at `start` ends, not counting blind time inside it: each
+    /// blind span that starts before the (pushed-back) deadline moves it by the part of the span
+    /// after `start`. While a span lasts, it counts up to now, so no deadline passes while blind.
+    pub fn due(&self, start: Timestamp, wait: std::time::Duration) -> Timestamp {
+        let mut due = add(start, wait);
+        for b in self.blind {
+            let from = b.from.max(start);
+            if from >= due {
+                continue;
+            }
+            let to = b.to.unwrap_or(self.now).max(from);
+            due = due
+                .saturating_add(to.duration_since(from))
+                .unwrap_or(Timestamp::MAX);
+        }
+        due
+    }
+
+    /// True once `due` has passed and nothing is blind now.
+    pub fn passed(&self, due: Timestamp) -> bool {
+        self.now >= due && self.blind.iter().all(|b| b.to.is_some())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn t(s: i64) -> Timestamp {
+        Timestamp::from_second(1_800_000_000 + s).unwrap()
+    }
+
+    #[test]
+    fn blind_time_inside_a_window_pushes_its_deadline_back() {
+        let never = Clock::at(t(100));
+        assert_eq!(never.due(t(0), Duration::from_secs(60)), t(60));
+        let blind = [Blind {
+            from: t(30),
+            to: Some(t(50)),
+        }];
+        let c = Clock {
+            now: t(100),
+            blind: &blind,
+        };
+        assert_eq!(c.due(t(0), Duration::from_secs(60)), t(80), "20 s blind");
+        assert_eq!(
+            c.due(t(40), Duration::from_secs(60)),
+            t(110),
+            "10 s of it after start"
+        );
+        assert_eq!(
+            c.due(t(60), Duration::from_secs(60)),
+            t(120),
+            "before the window"
+        );
+        assert_eq!(
+            c.due(t(0), Duration::from_secs(10)),
+            t(10),
+            "the deadline passed before the span began"
+        );
+    }
+
+    #[test]
+    fn no_deadline_passes_while_blind() {
+        let blind = [Blind {
+            from: t(30),
+            to: None,
+        }];
+        let c = Clock {
+            now: t(500),
+            blind: &blind,
+        };
+        let due = c.due(t(0), Duration::from_secs(60));
+        assert!(due > c.now, "{due} should be after now");
+        assert!(!c.passed(t(10)), "nothing passes while blind");
+    }
+
+    #[test]
+    fn huge_waits_saturate() {
+        let c = Clock::at(t(0));
+        assert_eq!(c.due(t(0), Duration::MAX), Timestamp::MAX);
+    }
+}
