@@ -31,6 +31,7 @@ use kube::{
         watcher,
     },
 };
+use prometheus_client::metrics::histogram::Histogram;
 use serde_json::json;
 use tracing::{Instrument, field, info, info_span, warn};
 
@@ -278,7 +279,8 @@ pub async fn run(client: Client, options: Options, metrics: Metrics, ready: Arc<
     info!("controller stopped");
 }
 
-/// Reconcile one Release: observe, plan, act.
+/// Reconcile one Release: count it, time it whether it succeeds or fails, and on success
+/// forget its failures (backoff).
 async fn reconcile(release: Arc<Release>, ctx: Arc<Context>) -> Result<Action, Error> {
     let name = release.name_any();
     let ns = release
@@ -286,104 +288,123 @@ async fn reconcile(release: Arc<Release>, ctx: Arc<Context>) -> Result<Action, E
         .ok_or_else(|| Error::NoNamespace(name.clone()))?;
     let span = info_span!("reconcile", release = %name, namespace = %ns, revision = field::Empty);
     async move {
-        let started = Instant::now();
         if ctx.cache_behind_own_write(&release) {
             // Deciding from a status older than the one we wrote could undo our own step.
             return Ok(Action::requeue(Duration::from_millis(50)));
         }
         ctx.metrics.reconciles.inc();
-        // Plans read the caches: wait for their first full list (instant afterwards).
-        let _ = future::join3(
-            ctx.deployments.wait_until_ready(),
-            ctx.pods.wait_until_ready(),
-            ctx.policies.wait_until_ready(),
+        let result = timed(
+            &ctx.metrics.reconcile_duration,
+            observe_plan_act(&release, &name, &ns, &ctx),
         )
         .await;
-
-        let target = &release.spec.target.name;
-        let deployment = ctx.deployments.get(&ObjectRef::new(target).within(&ns));
-        let mut pods: Vec<PodView> = ctx
-            .pods
-            .state_filter(|p| {
-                p.metadata.namespace.as_deref() == Some(&ns)
-                    && p.labels().get(labels::RELEASE) == Some(&name)
-            })
-            .iter()
-            .map(|p| PodView::from(&**p))
-            .collect();
-        let adopting =
-            !release.spec.paused && release.status.as_ref().is_none_or(|s| s.history.is_empty());
-        if let (true, Some(d)) = (adopting, deployment.as_deref()) {
-            // Adoption: the pods the Deployment ran before Rewind carry no label of ours.
-            pods.extend(adoption_pods(&ctx.client, &ns, d).await?);
+        if result.is_ok() {
+            let key = ObjectRef::from_obj(&*release);
+            ctx.failures.lock().expect("failures lock").remove(&key);
         }
-        let observed = Observed {
-            workload: deployment.as_deref().map(Workload::from),
-            pods,
-        };
-        let policies = ctx.policies.state();
-        let (policy, policy_error) = match decide::policy::resolve(&release, &policies) {
-            Ok(p) => (p, None),
-            Err(e) => (decide::Policy::default(), Some(e)),
-        };
-        let claimed_by = older_release_for_target(&ctx.releases, &release);
-        let now = Timestamp::now();
-        let plan_with = |resolved: &BTreeMap<String, Result<String, ResolveError>>| {
-            decide::plan(&Input {
-                release: &release,
-                policy: &policy,
-                policy_error: policy_error.clone(),
-                claimed_by: claimed_by.clone(),
-                observed: &observed,
-                resolved,
-                now,
-            })
-        };
-        let mut plan = plan_with(&BTreeMap::new());
-        // Pin before rolling out: the planner names what it would deploy without a digest;
-        // ask the registry about exactly that and decide again with the answers.
-        if let (false, Some(d)) = (plan.lookups.is_empty(), deployment.as_deref()) {
-            let credentials = pull_credentials(&ctx.client, &ns, d).await;
-            let answers = future::join_all(
-                plan.lookups
-                    .iter()
-                    .map(|image| ctx.resolver.resolve(image, &credentials)),
-            )
-            .await;
-            let resolved: BTreeMap<_, _> = plan.lookups.iter().cloned().zip(answers).collect();
-            plan = plan_with(&resolved);
-        }
-        if let Some(r) = plan.status.revision {
-            tracing::Span::current().record("revision", r);
-        }
-        tracing::debug!(
-            phase = ?plan.status.phase,
-            apply = plan.apply.as_ref().map(|t| t.revision),
-            events = plan.events.len(),
-            recheck = ?plan.recheck,
-            "planned"
-        );
-        execute(&release, &ns, &plan, &ctx).await?;
-        ctx.failures
-            .lock()
-            .expect("failures lock")
-            .remove(&ObjectRef::from_obj(&*release));
-        ctx.metrics
-            .reconcile_duration
-            .observe(started.elapsed().as_secs_f64());
-        Ok(match plan.recheck {
-            Some(at) => {
-                let wait = at.duration_since(Timestamp::now());
-                // Round up so the deadline has passed when we look again.
-                Action::requeue(
-                    Duration::try_from(wait).unwrap_or_default() + Duration::from_millis(20),
-                )
-            }
-            None => Action::await_change(),
-        })
+        result
     }
     .instrument(span)
     .await
+}
+
+/// Await `work` and record how long it took in `histogram`, whatever it returns.
+async fn timed<T>(histogram: &Histogram, work: impl Future<Output = T>) -> T {
+    let started = Instant::now();
+    let out = work.await;
+    histogram.observe(started.elapsed().as_secs_f64());
+    out
+}
+
+/// Observe, plan, act.
+async fn observe_plan_act(
+    release: &Release,
+    name: &str,
+    ns: &str,
+    ctx: &Context,
+) -> Result<Action, Error> {
+    // Plans read the caches: wait for their first full list (instant afterwards).
+    let _ = future::join3(
+        ctx.deployments.wait_until_ready(),
+        ctx.pods.wait_until_ready(),
+        ctx.policies.wait_until_ready(),
+    )
+    .await;
+
+    let target = &release.spec.target.name;
+    let deployment = ctx.deployments.get(&ObjectRef::new(target).within(ns));
+    let mut pods: Vec<PodView> = ctx
+        .pods
+        .state_filter(|p| {
+            p.metadata.namespace.as_deref() == Some(ns)
+                && p.labels().get(labels::RELEASE).map(String::as_str) == Some(name)
+        })
+        .iter()
+        .map(|p| PodView::from(&**p))
+        .collect();
+    let adopting =
+        !release.spec.paused && release.status.as_ref().is_none_or(|s| s.history.is_empty());
+    if let (true, Some(d)) = (adopting, deployment.as_deref()) {
+        // Adoption: the pods the Deployment ran before Rewind carry no label of ours.
+        pods.extend(adoption_pods(&ctx.client, ns, d).await?);
+    }
+    let observed = Observed {
+        workload: deployment.as_deref().map(Workload::from),
+        pods,
+    };
+    let policies = ctx.policies.state();
+    let (policy, policy_error) = match decide::policy::resolve(release, &policies) {
+        Ok(p) => (p, None),
+        Err(e) => (decide::Policy::default(), Some(e)),
+    };
+    let claimed_by = older_release_for_target(&ctx.releases, release);
+    let now = Timestamp::now();
+    let plan_with = |resolved: &BTreeMap<String, Result<String, ResolveError>>| {
+        decide::plan(&Input {
+            release,
+            policy: &policy,
+            policy_error: policy_error.clone(),
+            claimed_by: claimed_by.clone(),
+            observed: &observed,
+            resolved,
+            now,
+        })
+    };
+    let mut plan = plan_with(&BTreeMap::new());
+    // Pin before rolling out: the planner names what it would deploy without a digest;
+    // ask the registry about exactly that and decide again with the answers.
+    if let (false, Some(d)) = (plan.lookups.is_empty(), deployment.as_deref()) {
+        let credentials = pull_credentials(&ctx.client, ns, d).await;
+        let answers = future::join_all(
+            plan.lookups
+                .iter()
+                .map(|image| ctx.resolver.resolve(image, &credentials)),
+        )
+        .await;
+        let resolved: BTreeMap<_, _> = plan.lookups.iter().cloned().zip(answers).collect();
+        plan = plan_with(&resolved);
+    }
+    if let Some(r) = plan.status.revision {
+        tracing::Span::current().record("revision", r);
+    }
+    tracing::debug!(
+        phase = ?plan.status.phase,
+        apply = plan.apply.as_ref().map(|t| t.revision),
+        events = plan.events.len(),
+        recheck = ?plan.recheck,
+        "planned"
+    );
+    execute(release, ns, &plan, ctx).await?;
+    Ok(match plan.recheck {
+        Some(at) => {
+            let wait = at.duration_since(Timestamp::now());
+            // Round up so the deadline has passed when we look again.
+            Action::requeue(
+                Duration::try_from(wait).unwrap_or_default() + Duration::from_millis(20),
+            )
+        }
+        None => Action::await_change(),
+    })
 }
 
 impl Context {
@@ -674,6 +695,22 @@ mod tests {
             serde_json::from_value(serde_json::to_value(&planned).unwrap()).unwrap();
         assert!(!status_changed(Some(&stored), &planned));
         assert!(status_changed(None, &planned));
+    }
+
+    #[tokio::test]
+    async fn failed_work_is_timed_too() {
+        let metrics = Metrics::default();
+        let ok: Result<(), Error> = timed(&metrics.reconcile_duration, async { Ok(()) }).await;
+        let failed: Result<(), Error> = timed(&metrics.reconcile_duration, async {
+            Err(Error::NoNamespace("shop".into()))
+        })
+        .await;
+        assert!(ok.is_ok() && failed.is_err());
+        let text = metrics.render();
+        assert!(
+            text.contains("rewind_reconcile_duration_seconds_count 2"),
+            "both the success and the failure are observed: {text}"
+        );
     }
 
     #[test]
