@@ -43,6 +43,7 @@ use crate::{
     },
     labels,
     metrics::{ErrorLabels, Metrics, RollbackLabels},
+    reasons,
     registry::{Credentials, ResolveError, Resolver},
 };
 
@@ -82,6 +83,59 @@ impl Error {
     fn is_throttled(&self) -> bool {
         matches!(self, Error::Status(_, kube::Error::Api(s)) | Error::Apply(_, kube::Error::Api(s)) if s.code == 429)
     }
+
+    /// How this error is shown on its Release, or None when it is not: a conflict only means
+    /// our cache was behind (retried at once, not a person's business), and an object without
+    /// a namespace cannot have Events (and cannot happen for a namespaced kind).
+    pub fn report(&self) -> Option<ErrorReport> {
+        if self.is_conflict() {
+            return None;
+        }
+        let (reason, what, source) = match self {
+            Error::Status(release, e) => (
+                reasons::STATUS_WRITE_FAILED,
+                format!("writing status of Release {release}"),
+                e,
+            ),
+            Error::Apply(target, e) => (
+                reasons::DEPLOYMENT_APPLY_FAILED,
+                format!("applying Deployment {target}"),
+                e,
+            ),
+            Error::ListPods(target, e) => (
+                reasons::POD_LIST_FAILED,
+                format!("listing pods of Deployment {target}"),
+                e,
+            ),
+            Error::NoNamespace(_) => return None,
+        };
+        // The API's own words and code, without the debug dump of the Status in `Display`.
+        let message = match source {
+            kube::Error::Api(s) => format!("{what}: {} ({} {})", s.message, s.code, s.reason),
+            other => format!("{what}: {other}"),
+        };
+        Some(ErrorReport {
+            reason,
+            message: truncate(&message, 1000),
+        })
+    }
+}
+
+/// A reconcile error as a Warning Event on the Release: reason per error kind, message naming
+/// the error.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ErrorReport {
+    /// Event reason (`reasons::STATUS_WRITE_FAILED`, ...).
+    pub reason: &'static str,
+    /// Event note, at most 1000 bytes.
+    pub message: String,
+}
+
+/// What to publish for a failed reconcile, given the report last published for this Release
+/// since its last successful reconcile: the error's report when it is a new one, else nothing.
+/// A persisting error is shown once, not on every retry; conflicts are never shown.
+fn report_to_publish(error: &Error, last: Option<&ErrorReport>) -> Option<ErrorReport> {
+    error.report().filter(|report| last != Some(report))
 }
 
 /// A test-only fault: exit the process right after writing a rollback phase, before acting
@@ -112,6 +166,8 @@ pub struct Context {
     pub failures: Mutex<HashMap<ObjectRef<Release>, u32>>,
     /// Per-Release resourceVersion of our last status write, until the cache has caught up.
     pub written: Mutex<HashMap<ObjectRef<Release>, u64>>,
+    /// Per-Release error last shown as a Warning Event, until a reconcile succeeds.
+    pub reported: Mutex<HashMap<ObjectRef<Release>, ErrorReport>>,
     /// Test faults.
     pub faults: Faults,
     /// Tag-to-digest resolution against registries.
@@ -210,6 +266,7 @@ pub async fn run(client: Client, options: Options, metrics: Metrics, ready: Arc<
         metrics,
         failures: Mutex::new(HashMap::new()),
         written: Mutex::new(HashMap::new()),
+        reported: Mutex::new(HashMap::new()),
         faults: options.faults.clone(),
         resolver: Resolver::new(options.registry.clone()),
     });
@@ -280,7 +337,7 @@ pub async fn run(client: Client, options: Options, metrics: Metrics, ready: Arc<
 }
 
 /// Reconcile one Release: count it, time it whether it succeeds or fails, and on success
-/// forget its failures (backoff).
+/// forget its failures (backoff) and the error last shown on it.
 async fn reconcile(release: Arc<Release>, ctx: Arc<Context>) -> Result<Action, Error> {
     let name = release.name_any();
     let ns = release
@@ -301,6 +358,7 @@ async fn reconcile(release: Arc<Release>, ctx: Arc<Context>) -> Result<Action, E
         if result.is_ok() {
             let key = ObjectRef::from_obj(&*release);
             ctx.failures.lock().expect("failures lock").remove(&key);
+            ctx.reported.lock().expect("reported lock").remove(&key);
         }
         result
     }
@@ -646,7 +704,8 @@ async fn adoption_pods(client: &Client, ns: &str, d: &Deployment) -> Result<Vec<
 }
 
 /// Back off per Release: a short retry for conflicts and throttling, else exponential with
-/// jitter, capped at five minutes.
+/// jitter, capped at five minutes. An error not yet shown on the Release is published there as
+/// a Warning Event (in the background).
 fn error_policy(release: Arc<Release>, error: &Error, ctx: Arc<Context>) -> Action {
     ctx.metrics
         .failures
@@ -655,6 +714,17 @@ fn error_policy(release: Arc<Release>, error: &Error, ctx: Arc<Context>) -> Acti
         })
         .inc();
     let key = ObjectRef::from_obj(&*release);
+    let report = {
+        let mut reported = ctx.reported.lock().expect("reported lock");
+        let report = report_to_publish(error, reported.get(&key));
+        if let Some(r) = &report {
+            reported.insert(key.clone(), r.clone());
+        }
+        report
+    };
+    if let Some(report) = report {
+        publish_error(&ctx.recorder, &release, report);
+    }
     let n = {
         let mut failures = ctx.failures.lock().expect("failures lock");
         let n = failures.entry(key).or_insert(0);
@@ -672,6 +742,28 @@ fn error_policy(release: Arc<Release>, error: &Error, ctx: Arc<Context>) -> Acti
     let jitter = (Timestamp::now().subsec_nanosecond() as u64 % 1000) * backoff / 5000;
     warn!(release = %release.name_any(), error = %error, retry_in_ms = backoff + jitter, "reconcile failed");
     Action::requeue(Duration::from_millis(backoff + jitter))
+}
+
+/// Publish `report` as a Warning Event on the Release in the background: the error policy is
+/// synchronous and must neither wait for the API server nor fail because of it.
+fn publish_error(recorder: &Recorder, release: &Release, report: ErrorReport) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    let recorder = recorder.clone();
+    let reference = release.object_ref(&());
+    runtime.spawn(async move {
+        let event = KubeEvent {
+            type_: EventType::Warning,
+            reason: report.reason.into(),
+            note: Some(report.message),
+            action: report.reason.into(),
+            secondary: None,
+        };
+        if let Err(e) = recorder.publish(&event, &reference).await {
+            warn!(error = %e, reason = report.reason, "could not publish Event");
+        }
+    });
 }
 
 #[cfg(test)]
@@ -695,6 +787,71 @@ mod tests {
             serde_json::from_value(serde_json::to_value(&planned).unwrap()).unwrap();
         assert!(!status_changed(Some(&stored), &planned));
         assert!(status_changed(None, &planned));
+    }
+
+    fn api_error(code: u16, reason: &str, message: &str) -> kube::Error {
+        kube::Error::Api(Box::new(kube::core::Status {
+            code,
+            reason: reason.into(),
+            message: message.into(),
+            ..Default::default()
+        }))
+    }
+
+    #[test]
+    fn a_persisting_error_is_reported_once_per_distinct_error() {
+        let denied = || {
+            Error::Apply(
+                "shop".into(),
+                api_error(403, "Forbidden", "denied by policy"),
+            )
+        };
+        // The first failure is reported, with a reason per kind and the API's words.
+        let first = report_to_publish(&denied(), None).expect("a first error is reported");
+        assert_eq!(first.reason, reasons::DEPLOYMENT_APPLY_FAILED);
+        assert_eq!(
+            first.message,
+            "applying Deployment shop: denied by policy (403 Forbidden)"
+        );
+        // The same error again (the retries) is not.
+        assert_eq!(report_to_publish(&denied(), Some(&first)), None);
+        // Another error is, even of the same kind.
+        let invalid = Error::Apply("shop".into(), api_error(422, "Invalid", "bad image"));
+        let second = report_to_publish(&invalid, Some(&first)).expect("a new error is reported");
+        assert_eq!(second.reason, reasons::DEPLOYMENT_APPLY_FAILED);
+        assert_ne!(second, first);
+        let status = Error::Status("shop".into(), api_error(422, "Invalid", "bad status"));
+        assert_eq!(
+            report_to_publish(&status, Some(&second)).map(|r| r.reason),
+            Some(reasons::STATUS_WRITE_FAILED)
+        );
+        let pods = Error::ListPods("shop".into(), api_error(403, "Forbidden", "no"));
+        assert_eq!(
+            report_to_publish(&pods, None).map(|r| r.reason),
+            Some(reasons::POD_LIST_FAILED)
+        );
+    }
+
+    #[test]
+    fn conflicts_are_never_reported() {
+        for conflict in [
+            Error::Status("shop".into(), api_error(409, "Conflict", "modified")),
+            Error::Apply("shop".into(), api_error(409, "Conflict", "modified")),
+        ] {
+            assert_eq!(report_to_publish(&conflict, None), None);
+        }
+    }
+
+    #[test]
+    fn a_long_error_message_is_truncated() {
+        let long = Error::Status("shop".into(), api_error(422, "Invalid", &"x".repeat(5000)));
+        let report = report_to_publish(&long, None).unwrap();
+        assert!(report.message.len() <= 1000 + '…'.len_utf8());
+        assert!(
+            report
+                .message
+                .starts_with("writing status of Release shop: xxx")
+        );
     }
 
     #[tokio::test]
