@@ -444,10 +444,7 @@ async fn a_restart_while_restoring_images_finishes_the_rollback_exactly_once() {
     f.healthy_v1().await;
     // This operator exits right after it records RestoringImages, before patching.
     f.op.kill();
-    f.op = Operator::start_with(
-        f.ns.name(),
-        &[("REWIND_TEST_EXIT_AFTER_PHASE", "RestoringImages")],
-    );
+    f.op = Operator::start_exiting_after_phase(f.ns.name(), "RestoringImages").await;
     f.apply_release("2.0.0", &image("2.0.0-unready"), json!({}))
         .await;
     let d2 = f.revision_applied(2, secs(20)).await;

@@ -140,6 +140,9 @@ fn report_to_publish(error: &Error, last: Option<&ErrorReport>) -> Option<ErrorR
 
 /// A test-only fault: exit the process right after writing a rollback phase, before acting
 /// on it, to prove a restart resumes. Set with REWIND_TEST_EXIT_AFTER_PHASE=RestoringImages.
+/// Compiled only with the `test-faults` feature (the integration tests build with it; release
+/// builds do not), so the production binary has no way to be told to exit.
+#[cfg(feature = "test-faults")]
 #[derive(Clone, Debug, Default)]
 pub struct Faults {
     /// Exit after a status write whose rollback is in this phase.
@@ -169,6 +172,7 @@ pub struct Context {
     /// Per-Release error last shown as a Warning Event, until a reconcile succeeds.
     pub reported: Mutex<HashMap<ObjectRef<Release>, ErrorReport>>,
     /// Test faults.
+    #[cfg(feature = "test-faults")]
     pub faults: Faults,
     /// Tag-to-digest resolution against registries.
     pub resolver: Resolver,
@@ -182,6 +186,7 @@ pub struct Options {
     /// Releases reconciled at once.
     pub concurrency: u16,
     /// Test faults.
+    #[cfg(feature = "test-faults")]
     pub faults: Faults,
     /// Registry access.
     pub registry: crate::registry::ResolverConfig,
@@ -267,6 +272,7 @@ pub async fn run(client: Client, options: Options, metrics: Metrics, ready: Arc<
         failures: Mutex::new(HashMap::new()),
         written: Mutex::new(HashMap::new()),
         reported: Mutex::new(HashMap::new()),
+        #[cfg(feature = "test-faults")]
         faults: options.faults.clone(),
         resolver: Resolver::new(options.registry.clone()),
     });
@@ -514,6 +520,7 @@ async fn execute(release: &Release, ns: &str, plan: &Plan, ctx: &Context) -> Res
                 .expect("written lock")
                 .insert(ObjectRef::from_obj(release), rv);
         }
+        #[cfg(feature = "test-faults")]
         if let (Some(phase), Some(rb)) =
             (&ctx.faults.exit_after_phase, plan.status.rollback.as_ref())
             && format!("{:?}", rb.phase) == *phase

@@ -72,6 +72,36 @@ impl Operator {
         Self::start_with_args(namespace, &[], env)
     }
 
+    /// Start one that exits (code 75) right after it writes a rollback in phase `phase`, before
+    /// acting on it: the test fault `REWIND_TEST_EXIT_AFTER_PHASE`. Only a binary built with the
+    /// `test-faults` feature has it (one without would ignore the variable and never exit), so
+    /// this panics, saying how to build it, unless the operator logs the fault as armed.
+    pub async fn start_exiting_after_phase(namespace: &str, phase: &str) -> Operator {
+        const HOW: &str = "run the integration tests with `cargo test --features test-faults` \
+             (`make test` does): REWIND_TEST_EXIT_AFTER_PHASE is compiled into the operator only \
+             with that feature";
+        if cfg!(not(feature = "test-faults")) {
+            panic!("this test needs the operator's test fault hook: {HOW}");
+        }
+        let mut op = Self::start_with(namespace, &[("REWIND_TEST_EXIT_AFTER_PHASE", phase)]);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while op.log_lines("test fault armed").is_empty() {
+            if let Some(status) = op.child.try_wait().expect("polling the operator") {
+                panic!(
+                    "the operator exited ({status}) before arming its test fault; log: {}",
+                    op.log.display()
+                );
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the operator never logged `test fault armed` (log: {}): {HOW}",
+                op.log.display()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        op
+    }
+
     /// Start one with extra arguments to `rewind run` and extra environment.
     pub fn start_with_args(namespace: &str, args: &[&str], env: &[(&str, &str)]) -> Operator {
         let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/test-logs");
