@@ -6,7 +6,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use kube::api::PostParams;
+use kube::{ResourceExt, api::PostParams};
 use operator::*;
 use rewind::api::{DigestSource, Outcome, Phase, Release, RollbackPhase, Trigger};
 use serde_json::json;
@@ -604,4 +604,152 @@ async fn a_second_release_for_the_same_deployment_is_refused() {
     )
     .await;
     assert_eq!(phase(&f.releases.get("shop").await.unwrap()), "Healthy");
+}
+
+/// The fields the `rewind` field manager owns on a Deployment whose only container is `app`.
+fn rewind_owned_fields(with_image: bool) -> serde_json::Value {
+    let mut container = json!({".": {}, "f:name": {}});
+    if with_image {
+        container["f:image"] = json!({});
+    }
+    json!({"f:spec": {"f:template": {
+        "f:metadata": {
+            "f:annotations": {"f:rewind.dev/revision": {}, "f:rewind.dev/version": {}},
+            "f:labels": {"f:rewind.dev/release": {}},
+        },
+        "f:spec": {"f:containers": {r#"k:{"name":"app"}"#: container}},
+    }}})
+}
+
+/// The managedFields entries of field manager `manager` on `d`: (operation, fields).
+fn managed_by(
+    d: &k8s_openapi::api::apps::v1::Deployment,
+    manager: &str,
+) -> Vec<(String, serde_json::Value)> {
+    d.metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .filter(|m| m.manager.as_deref() == Some(manager))
+        .map(|m| {
+            (
+                m.operation.clone().unwrap_or_default(),
+                m.fields_v1
+                    .as_ref()
+                    .map(|f| f.0.clone())
+                    .unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn deleting_a_release_leaves_its_fields_on_the_deployment_and_rewind_lets_go() {
+    let f = Fixture::new("delete_release").await;
+    f.healthy_v1().await;
+    let r = f.releases.get("shop").await.unwrap();
+    assert!(
+        r.finalizers().is_empty(),
+        "a Release has no finalizer: {:?}",
+        r.finalizers()
+    );
+    let before = f.deployments.get("shop").await.unwrap();
+    f.releases
+        .delete("shop", &kube::api::DeleteParams::default())
+        .await
+        .expect("deleting Release shop");
+    // Gone at once: nothing waits for the operator.
+    let deadline = Instant::now() + secs(10);
+    while f.releases.get_opt("shop").await.unwrap().is_some() {
+        assert!(Instant::now() < deadline, "Release shop still exists");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    expect_never(
+        &f.deployments,
+        "shop",
+        "the Deployment changed after its Release was deleted",
+        secs(3),
+        |d| d.spec != before.spec || d.metadata.generation != before.metadata.generation,
+    )
+    .await;
+
+    // What stays on the pod template: exactly what Rewind last applied.
+    let d = f.deployments.get("shop").await.unwrap();
+    let template = &d.spec.as_ref().unwrap().template;
+    let meta = template.metadata.as_ref().unwrap();
+    assert_eq!(
+        meta.labels.as_ref().unwrap().get("rewind.dev/release"),
+        Some(&"shop".to_string())
+    );
+    let annotations = meta.annotations.clone().unwrap_or_default();
+    assert_eq!(
+        annotations.get("rewind.dev/revision").map(String::as_str),
+        Some("1")
+    );
+    assert_eq!(
+        annotations.get("rewind.dev/version").map(String::as_str),
+        Some("1.0.0")
+    );
+    assert_eq!(
+        template_of(&d).0,
+        pinned("1.0.0"),
+        "the pinned digest stays"
+    );
+    assert_eq!(
+        managed_by(&d, "rewind"),
+        [("Apply".to_string(), rewind_owned_fields(true))],
+        "the managedFields entry of manager rewind stays, owning the image"
+    );
+    assert_eq!(d.spec, before.spec, "nothing else changed");
+    assert_eq!(d.metadata.generation, before.metadata.generation);
+
+    // The operator lets go: a person takes the image back with their own field manager
+    // (forcing, since rewind still owns the field), and nothing reverts it.
+    let reconciles = f.reconciles();
+    let take_back = json!({
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "shop"},
+        "spec": {"template": {"spec": {"containers": [{"name": "app", "image": image("0.9.1")}]}}}
+    });
+    f.deployments
+        .patch(
+            "shop",
+            &PatchParams::apply("person").force(),
+            &Patch::Apply(take_back),
+        )
+        .await
+        .expect("applying the image as manager person");
+    let taken = f
+        .deployment_until("0.9.1 rolled out", secs(60), |d| {
+            template_of(d).0 == image("0.9.1") && deployment_is_rolled_out(d)
+        })
+        .await;
+    expect_never(
+        &f.deployments,
+        "shop",
+        "the image was changed back",
+        secs(5),
+        |d| {
+            template_of(d).0 != image("0.9.1") || d.metadata.generation != taken.metadata.generation
+        },
+    )
+    .await;
+    let after = f.deployments.get("shop").await.unwrap();
+    assert_eq!(
+        after.metadata.generation, taken.metadata.generation,
+        "nothing changed the Deployment after the person's apply"
+    );
+    assert_eq!(
+        managed_by(&after, "rewind"),
+        [("Apply".to_string(), rewind_owned_fields(false))],
+        "rewind keeps the label and annotations, no longer the image"
+    );
+    assert_eq!(
+        f.reconciles(),
+        reconciles,
+        "no reconcile after the Release was deleted"
+    );
+    assert!(
+        f.op.log_lines("reconcile failed").is_empty(),
+        "the operator reported no error"
+    );
 }
