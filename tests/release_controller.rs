@@ -753,3 +753,177 @@ async fn deleting_a_release_leaves_its_fields_on_the_deployment_and_rewind_lets_
         "the operator reported no error"
     );
 }
+
+/// A ValidatingAdmissionPolicy and its binding, both named after the test namespace, that
+/// refuse (422) every update of a Deployment in that namespace whose pod template has an image
+/// containing `refused`. Owned by the Namespace, so they go with it even if the test fails.
+/// Returns once the API server enforces it.
+async fn refuse_images_marked_refused(f: &Fixture) {
+    use k8s_openapi::api::admissionregistration::v1::{
+        ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+    };
+    use k8s_openapi::api::core::v1::Namespace;
+    let client = f.ns.client();
+    let ns = f.ns.name();
+    let uid = kube::Api::<Namespace>::all(client.clone())
+        .get(ns)
+        .await
+        .expect("reading the test namespace")
+        .metadata
+        .uid;
+    let owner = json!([{"apiVersion": "v1", "kind": "Namespace", "name": ns, "uid": uid}]);
+    let policy: ValidatingAdmissionPolicy = serde_json::from_value(json!({
+        "metadata": {"name": ns, "ownerReferences": owner},
+        "spec": {
+            "failurePolicy": "Fail",
+            "matchConstraints": {"resourceRules": [{
+                "apiGroups": ["apps"], "apiVersions": ["v1"],
+                "operations": ["UPDATE"], "resources": ["deployments"]
+            }]},
+            "validations": [{
+                "expression": "!object.spec.template.spec.containers.exists(c, c.image.contains('refused'))",
+                "message": "images marked refused are not admitted here"
+            }]
+        }
+    }))
+    .unwrap();
+    let binding: ValidatingAdmissionPolicyBinding = serde_json::from_value(json!({
+        "metadata": {"name": ns, "ownerReferences": owner},
+        "spec": {
+            "policyName": ns,
+            "validationActions": ["Deny"],
+            "matchResources": {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}}}
+        }
+    }))
+    .unwrap();
+    kube::Api::<ValidatingAdmissionPolicy>::all(client.clone())
+        .create(&PostParams::default(), &policy)
+        .await
+        .expect("creating the admission policy");
+    kube::Api::<ValidatingAdmissionPolicyBinding>::all(client.clone())
+        .create(&PostParams::default(), &binding)
+        .await
+        .expect("creating the admission policy binding");
+    // The API server loads policies asynchronously: probe with a dry run until it refuses.
+    let probe = json!({
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "shop"},
+        "spec": {"template": {"spec": {"containers": [{"name": "app", "image": image("0.0.0-refused")}]}}}
+    });
+    let deadline = Instant::now() + secs(30);
+    loop {
+        let answer = f
+            .deployments
+            .patch(
+                "shop",
+                &PatchParams::apply("probe").force().dry_run(),
+                &Patch::Apply(&probe),
+            )
+            .await;
+        match answer {
+            Err(kube::Error::Api(s)) if s.code == 422 => return,
+            other => assert!(
+                Instant::now() < deadline,
+                "the admission policy is not enforced after 30s: {other:?}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Reconciles that failed because the Deployment apply was refused, in /metrics.
+const APPLY_FAILURES: &str = r#"rewind_reconcile_failures_total{error="apply"}"#;
+
+/// Wait until the operator has counted at least `n` refused applies.
+async fn apply_failures_at_least(f: &Fixture, n: f64) {
+    let deadline = Instant::now() + secs(60);
+    while f.metric(APPLY_FAILURES) < n {
+        assert!(
+            Instant::now() < deadline,
+            "fewer than {n} refused applies within 60s"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_refused_apply_is_shown_on_the_release_once_and_timed() {
+    // A long readiness timeout: the refused revision must not be rolled back while we look.
+    let f = Fixture::with(
+        "refused_apply",
+        &[],
+        json!({"readiness": {"timeout": "10m", "unreadyFor": "3s", "maxUnready": 0}}),
+    )
+    .await;
+    f.create_deployment(&image("0.9.0")).await;
+    f.deployment_until("0.9.0 rolled out", secs(60), deployment_is_rolled_out)
+        .await;
+    refuse_images_marked_refused(&f).await;
+    let (client, ns) = (f.ns.client(), f.ns.name());
+    f.apply_release("1.0.0-refused", &image("1.0.0-refused"), json!({}))
+        .await;
+    apply_failures_at_least(&f, 3.0).await;
+    let all = wait_for_events(&client, ns, "shop", &["DeploymentApplyFailed"], secs(10)).await;
+    let (_, note) = all
+        .iter()
+        .find(|(r, _)| r == "DeploymentApplyFailed")
+        .unwrap();
+    assert!(
+        note.starts_with("applying Deployment shop: ")
+            && note.contains("images marked refused are not admitted here")
+            && note.contains("(422 Invalid)"),
+        "{note}"
+    );
+    assert_eq!(
+        times_published(&client, ns, "shop", "DeploymentApplyFailed").await,
+        1,
+        "a persisting error is published once, not on each of the {} retries",
+        f.metric(APPLY_FAILURES)
+    );
+    let event = event_objects(&client, ns, "shop")
+        .await
+        .into_iter()
+        .find(|e| e.reason.as_deref() == Some("DeploymentApplyFailed"))
+        .unwrap();
+    assert_eq!(event.type_.as_deref(), Some("Warning"));
+    // Every reconcile is timed, the failed ones too (one may be running while we read).
+    let text = f.op.metrics();
+    let value = |series: &str| {
+        metric_value(&text, series).unwrap_or_else(|| panic!("no {series} in:\n{text}"))
+    };
+    let (reconciles, timed, failed) = (
+        value("rewind_reconciles_total"),
+        value("rewind_reconcile_duration_seconds_count"),
+        value(APPLY_FAILURES),
+    );
+    assert!(
+        timed >= failed && timed + 1.0 >= reconciles,
+        "reconciles {reconciles}, timed {timed}, failed applies {failed}"
+    );
+
+    // A good version succeeds, which forgets the error: the next refusal is shown again.
+    f.apply_release("1.0.0", &image("1.0.0"), json!({})).await;
+    f.release_until("1.0.0 Healthy", secs(60), |r| {
+        phase(r) == "Healthy" && r.status.as_ref().unwrap().version.as_deref() == Some("1.0.0")
+    })
+    .await;
+    let before = f.metric(APPLY_FAILURES);
+    f.apply_release("2.0.0-refused", &image("2.0.0-refused"), json!({}))
+        .await;
+    apply_failures_at_least(&f, before + 2.0).await;
+    let deadline = Instant::now() + secs(10);
+    while times_published(&client, ns, "shop", "DeploymentApplyFailed").await < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the refusal after a success was not published again"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        times_published(&client, ns, "shop", "DeploymentApplyFailed").await,
+        2
+    );
+    assert!(
+        f.op.log_lines("could not publish Event").is_empty(),
+        "every Event was published"
+    );
+}

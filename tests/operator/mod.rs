@@ -258,6 +258,15 @@ pub fn phase(r: &Release) -> String {
 
 /// Reason and note of the Events recorded about object `name`, oldest first.
 pub async fn events(client: &Client, namespace: &str, name: &str) -> Vec<(String, String)> {
+    event_objects(client, namespace, name)
+        .await
+        .into_iter()
+        .map(|e| (e.reason.unwrap_or_default(), e.note.unwrap_or_default()))
+        .collect()
+}
+
+/// The Events recorded about object `name`, oldest first.
+pub async fn event_objects(client: &Client, namespace: &str, name: &str) -> Vec<Event> {
     let events: Api<Event> = Api::namespaced(client.clone(), namespace);
     // Filtered here: the test namespace holds few Events, and field selectors on
     // events.k8s.io differ between versions.
@@ -270,9 +279,25 @@ pub async fn events(client: &Client, namespace: &str, name: &str) -> Vec<(String
         .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
         .collect();
     list.sort_by_key(|e| e.metadata.creation_timestamp.clone().map(|t| t.0));
-    list.into_iter()
-        .map(|e| (e.reason.unwrap_or_default(), e.note.unwrap_or_default()))
-        .collect()
+    list
+}
+
+/// How many times Events with `reason` were published about `name`: an Event the recorder
+/// aggregated counts as its `series.count`.
+pub async fn times_published(client: &Client, namespace: &str, name: &str, reason: &str) -> i32 {
+    event_objects(client, namespace, name)
+        .await
+        .iter()
+        .filter(|e| e.reason.as_deref() == Some(reason))
+        .map(|e| e.series.as_ref().map_or(1, |s| s.count))
+        .sum()
+}
+
+/// The value of one series (name and labels exactly as rendered) in /metrics text.
+pub fn metric_value(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 /// Wait until Events with every reason in `wanted` have been recorded about `name` (Events are
@@ -465,6 +490,11 @@ impl Fixture {
             template_of(d).1.as_deref() == Some(want.as_str())
         })
         .await
+    }
+
+    /// One series of the operator's /metrics (0 when it has not been rendered yet).
+    pub fn metric(&self, series: &str) -> f64 {
+        metric_value(&self.op.metrics(), series).unwrap_or(0.0)
     }
 
     /// The operator's reconcile count from its /metrics.
