@@ -29,9 +29,14 @@ crds-check: ## Fail when the committed CRDs differ from what `rewind crds` print
 fmt: ## Format the code
 	$(CARGO) fmt --all
 
-lint: ## rustfmt check and clippy with warnings as errors
+# Test-only fault hooks (REWIND_TEST_EXIT_AFTER_PHASE) the integration tests need; never in
+# `make build` or a release build.
+TEST_FEATURES := --features test-faults
+
+lint: ## rustfmt check and clippy with warnings as errors (with and without the test faults)
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --locked --all-targets -- -D warnings
+	$(CARGO) clippy --locked --all-targets $(TEST_FEATURES) -- -D warnings
 
 unit: ## Unit tests only (no cluster)
 	$(CARGO) test --locked --lib --bins
@@ -48,7 +53,7 @@ cluster-status: ## Show what runs in the local cluster
 test: lint crds-check cluster-up ## Everything CI runs: lint, CRD drift, unit and integration tests on the local cluster
 	@# The generated CRDs must be accepted by kubectl as they are.
 	$(CARGO) run --quiet --locked --bin rewind -- crds | "$$(tests/cluster/build.sh --print-bin-dir)/kubectl" --kubeconfig $(KUBECONFIG_LOCAL) apply --dry-run=client -f -
-	KUBECONFIG=$(KUBECONFIG_LOCAL) $(CARGO) test --locked --all-targets -- --test-threads=4
+	KUBECONFIG=$(KUBECONFIG_LOCAL) $(CARGO) test --locked --all-targets $(TEST_FEATURES) -- --test-threads=4
 
 run: build cluster-up ## The demo on the local cluster: a bad release rolled back
 	deploy/demo/run.sh

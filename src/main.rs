@@ -12,7 +12,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::{Api, Client, CustomResourceExt};
 use rewind::{
     api::{Release, RollbackPolicy},
-    controller::{self, Faults, Options},
+    controller::{self, Options},
     metrics::Metrics,
 };
 
@@ -97,16 +97,13 @@ async fn run(args: RunArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     }
-    let faults = Faults {
-        exit_after_phase: std::env::var("REWIND_TEST_EXIT_AFTER_PHASE")
-            .ok()
-            .filter(|s| !s.is_empty()),
-    };
     tracing::info!(
         namespace = args.namespace.as_deref().unwrap_or("<all>"),
         version = env!("CARGO_PKG_VERSION"),
         "rewind starting"
     );
+    #[cfg(feature = "test-faults")]
+    let faults = test_faults();
     let registry = rewind::registry::ResolverConfig {
         timeout: args.registry_timeout.get(),
         insecure: args.insecure_registries,
@@ -115,11 +112,30 @@ async fn run(args: RunArgs) -> ExitCode {
     let options = Options {
         namespace: args.namespace,
         concurrency: args.concurrency,
+        #[cfg(feature = "test-faults")]
         faults,
         registry,
     };
     controller::run(client, options, metrics, ready).await;
     ExitCode::SUCCESS
+}
+
+/// The test faults armed by the environment, logged so a test can see that its binary has
+/// them (only a build with the `test-faults` feature reads the variable at all).
+#[cfg(feature = "test-faults")]
+fn test_faults() -> controller::Faults {
+    let faults = controller::Faults {
+        exit_after_phase: std::env::var("REWIND_TEST_EXIT_AFTER_PHASE")
+            .ok()
+            .filter(|s| !s.is_empty()),
+    };
+    if let Some(phase) = &faults.exit_after_phase {
+        tracing::warn!(
+            exit_after_phase = %phase,
+            "test fault armed: REWIND_TEST_EXIT_AFTER_PHASE"
+        );
+    }
+    faults
 }
 
 /// The CRDs must be installed before the operator can watch them.

@@ -114,6 +114,14 @@ reasons! {
     IMAGE_NOT_FOUND = "ImageNotFound";
     /// Any other registry error.
     REGISTRY_ERROR = "RegistryError";
+
+    // ---- a reconcile that failed (Warning Events, once per distinct error) ----
+    /// The API server refused the write of the Release's status (not a conflict).
+    STATUS_WRITE_FAILED = "StatusWriteFailed";
+    /// The API server refused Rewind's apply of the Deployment's pod template.
+    DEPLOYMENT_APPLY_FAILED = "DeploymentApplyFailed";
+    /// Listing the pods of the target Deployment (when taking it over) failed.
+    POD_LIST_FAILED = "PodListFailed";
 }
 
 #[cfg(test)]

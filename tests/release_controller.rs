@@ -6,7 +6,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use kube::api::PostParams;
+use kube::{ResourceExt, api::PostParams};
 use operator::*;
 use rewind::api::{DigestSource, Outcome, Phase, Release, RollbackPhase, Trigger};
 use serde_json::json;
@@ -444,10 +444,7 @@ async fn a_restart_while_restoring_images_finishes_the_rollback_exactly_once() {
     f.healthy_v1().await;
     // This operator exits right after it records RestoringImages, before patching.
     f.op.kill();
-    f.op = Operator::start_with(
-        f.ns.name(),
-        &[("REWIND_TEST_EXIT_AFTER_PHASE", "RestoringImages")],
-    );
+    f.op = Operator::start_exiting_after_phase(f.ns.name(), "RestoringImages").await;
     f.apply_release("2.0.0", &image("2.0.0-unready"), json!({}))
         .await;
     let d2 = f.revision_applied(2, secs(20)).await;
@@ -607,4 +604,326 @@ async fn a_second_release_for_the_same_deployment_is_refused() {
     )
     .await;
     assert_eq!(phase(&f.releases.get("shop").await.unwrap()), "Healthy");
+}
+
+/// The fields the `rewind` field manager owns on a Deployment whose only container is `app`.
+fn rewind_owned_fields(with_image: bool) -> serde_json::Value {
+    let mut container = json!({".": {}, "f:name": {}});
+    if with_image {
+        container["f:image"] = json!({});
+    }
+    json!({"f:spec": {"f:template": {
+        "f:metadata": {
+            "f:annotations": {"f:rewind.dev/revision": {}, "f:rewind.dev/version": {}},
+            "f:labels": {"f:rewind.dev/release": {}},
+        },
+        "f:spec": {"f:containers": {r#"k:{"name":"app"}"#: container}},
+    }}})
+}
+
+/// The managedFields entries of field manager `manager` on `d`: (operation, fields).
+fn managed_by(
+    d: &k8s_openapi::api::apps::v1::Deployment,
+    manager: &str,
+) -> Vec<(String, serde_json::Value)> {
+    d.metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .filter(|m| m.manager.as_deref() == Some(manager))
+        .map(|m| {
+            (
+                m.operation.clone().unwrap_or_default(),
+                m.fields_v1
+                    .as_ref()
+                    .map(|f| f.0.clone())
+                    .unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn deleting_a_release_leaves_its_fields_on_the_deployment_and_rewind_lets_go() {
+    let f = Fixture::new("delete_release").await;
+    f.healthy_v1().await;
+    let r = f.releases.get("shop").await.unwrap();
+    assert!(
+        r.finalizers().is_empty(),
+        "a Release has no finalizer: {:?}",
+        r.finalizers()
+    );
+    let before = f.deployments.get("shop").await.unwrap();
+    f.releases
+        .delete("shop", &kube::api::DeleteParams::default())
+        .await
+        .expect("deleting Release shop");
+    // Gone at once: nothing waits for the operator.
+    let deadline = Instant::now() + secs(10);
+    while f.releases.get_opt("shop").await.unwrap().is_some() {
+        assert!(Instant::now() < deadline, "Release shop still exists");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    expect_never(
+        &f.deployments,
+        "shop",
+        "the Deployment changed after its Release was deleted",
+        secs(3),
+        |d| d.spec != before.spec || d.metadata.generation != before.metadata.generation,
+    )
+    .await;
+
+    // What stays on the pod template: exactly what Rewind last applied.
+    let d = f.deployments.get("shop").await.unwrap();
+    let template = &d.spec.as_ref().unwrap().template;
+    let meta = template.metadata.as_ref().unwrap();
+    assert_eq!(
+        meta.labels.as_ref().unwrap().get("rewind.dev/release"),
+        Some(&"shop".to_string())
+    );
+    let annotations = meta.annotations.clone().unwrap_or_default();
+    assert_eq!(
+        annotations.get("rewind.dev/revision").map(String::as_str),
+        Some("1")
+    );
+    assert_eq!(
+        annotations.get("rewind.dev/version").map(String::as_str),
+        Some("1.0.0")
+    );
+    assert_eq!(
+        template_of(&d).0,
+        pinned("1.0.0"),
+        "the pinned digest stays"
+    );
+    assert_eq!(
+        managed_by(&d, "rewind"),
+        [("Apply".to_string(), rewind_owned_fields(true))],
+        "the managedFields entry of manager rewind stays, owning the image"
+    );
+    assert_eq!(d.spec, before.spec, "nothing else changed");
+    assert_eq!(d.metadata.generation, before.metadata.generation);
+
+    // The operator lets go: a person takes the image back with their own field manager
+    // (forcing, since rewind still owns the field), and nothing reverts it.
+    let reconciles = f.reconciles();
+    let take_back = json!({
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "shop"},
+        "spec": {"template": {"spec": {"containers": [{"name": "app", "image": image("0.9.1")}]}}}
+    });
+    f.deployments
+        .patch(
+            "shop",
+            &PatchParams::apply("person").force(),
+            &Patch::Apply(take_back),
+        )
+        .await
+        .expect("applying the image as manager person");
+    let taken = f
+        .deployment_until("0.9.1 rolled out", secs(60), |d| {
+            template_of(d).0 == image("0.9.1") && deployment_is_rolled_out(d)
+        })
+        .await;
+    expect_never(
+        &f.deployments,
+        "shop",
+        "the image was changed back",
+        secs(5),
+        |d| {
+            template_of(d).0 != image("0.9.1") || d.metadata.generation != taken.metadata.generation
+        },
+    )
+    .await;
+    let after = f.deployments.get("shop").await.unwrap();
+    assert_eq!(
+        after.metadata.generation, taken.metadata.generation,
+        "nothing changed the Deployment after the person's apply"
+    );
+    assert_eq!(
+        managed_by(&after, "rewind"),
+        [("Apply".to_string(), rewind_owned_fields(false))],
+        "rewind keeps the label and annotations, no longer the image"
+    );
+    assert_eq!(
+        f.reconciles(),
+        reconciles,
+        "no reconcile after the Release was deleted"
+    );
+    assert!(
+        f.op.log_lines("reconcile failed").is_empty(),
+        "the operator reported no error"
+    );
+}
+
+/// A ValidatingAdmissionPolicy and its binding, both named after the test namespace, that
+/// refuse (422) every update of a Deployment in that namespace whose pod template has an image
+/// containing `refused`. Owned by the Namespace, so they go with it even if the test fails.
+/// Returns once the API server enforces it.
+async fn refuse_images_marked_refused(f: &Fixture) {
+    use k8s_openapi::api::admissionregistration::v1::{
+        ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+    };
+    use k8s_openapi::api::core::v1::Namespace;
+    let client = f.ns.client();
+    let ns = f.ns.name();
+    let uid = kube::Api::<Namespace>::all(client.clone())
+        .get(ns)
+        .await
+        .expect("reading the test namespace")
+        .metadata
+        .uid;
+    let owner = json!([{"apiVersion": "v1", "kind": "Namespace", "name": ns, "uid": uid}]);
+    let policy: ValidatingAdmissionPolicy = serde_json::from_value(json!({
+        "metadata": {"name": ns, "ownerReferences": owner},
+        "spec": {
+            "failurePolicy": "Fail",
+            "matchConstraints": {"resourceRules": [{
+                "apiGroups": ["apps"], "apiVersions": ["v1"],
+                "operations": ["UPDATE"], "resources": ["deployments"]
+            }]},
+            "validations": [{
+                "expression": "!object.spec.template.spec.containers.exists(c, c.image.contains('refused'))",
+                "message": "images marked refused are not admitted here"
+            }]
+        }
+    }))
+    .unwrap();
+    let binding: ValidatingAdmissionPolicyBinding = serde_json::from_value(json!({
+        "metadata": {"name": ns, "ownerReferences": owner},
+        "spec": {
+            "policyName": ns,
+            "validationActions": ["Deny"],
+            "matchResources": {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}}}
+        }
+    }))
+    .unwrap();
+    kube::Api::<ValidatingAdmissionPolicy>::all(client.clone())
+        .create(&PostParams::default(), &policy)
+        .await
+        .expect("creating the admission policy");
+    kube::Api::<ValidatingAdmissionPolicyBinding>::all(client.clone())
+        .create(&PostParams::default(), &binding)
+        .await
+        .expect("creating the admission policy binding");
+    // The API server loads policies asynchronously: probe with a dry run until it refuses.
+    let probe = json!({
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "shop"},
+        "spec": {"template": {"spec": {"containers": [{"name": "app", "image": image("0.0.0-refused")}]}}}
+    });
+    let deadline = Instant::now() + secs(30);
+    loop {
+        let answer = f
+            .deployments
+            .patch(
+                "shop",
+                &PatchParams::apply("probe").force().dry_run(),
+                &Patch::Apply(&probe),
+            )
+            .await;
+        match answer {
+            Err(kube::Error::Api(s)) if s.code == 422 => return,
+            other => assert!(
+                Instant::now() < deadline,
+                "the admission policy is not enforced after 30s: {other:?}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Reconciles that failed because the Deployment apply was refused, in /metrics.
+const APPLY_FAILURES: &str = r#"rewind_reconcile_failures_total{error="apply"}"#;
+
+/// Wait until the operator has counted at least `n` refused applies.
+async fn apply_failures_at_least(f: &Fixture, n: f64) {
+    let deadline = Instant::now() + secs(60);
+    while f.metric(APPLY_FAILURES) < n {
+        assert!(
+            Instant::now() < deadline,
+            "fewer than {n} refused applies within 60s"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_refused_apply_is_shown_on_the_release_once_and_timed() {
+    // A long readiness timeout: the refused revision must not be rolled back while we look.
+    let f = Fixture::with(
+        "refused_apply",
+        &[],
+        json!({"readiness": {"timeout": "10m", "unreadyFor": "3s", "maxUnready": 0}}),
+    )
+    .await;
+    f.create_deployment(&image("0.9.0")).await;
+    f.deployment_until("0.9.0 rolled out", secs(60), deployment_is_rolled_out)
+        .await;
+    refuse_images_marked_refused(&f).await;
+    let (client, ns) = (f.ns.client(), f.ns.name());
+    f.apply_release("1.0.0-refused", &image("1.0.0-refused"), json!({}))
+        .await;
+    apply_failures_at_least(&f, 3.0).await;
+    let all = wait_for_events(&client, ns, "shop", &["DeploymentApplyFailed"], secs(10)).await;
+    let (_, note) = all
+        .iter()
+        .find(|(r, _)| r == "DeploymentApplyFailed")
+        .unwrap();
+    assert!(
+        note.starts_with("applying Deployment shop: ")
+            && note.contains("images marked refused are not admitted here")
+            && note.contains("(422 Invalid)"),
+        "{note}"
+    );
+    assert_eq!(
+        times_published(&client, ns, "shop", "DeploymentApplyFailed").await,
+        1,
+        "a persisting error is published once, not on each of the {} retries",
+        f.metric(APPLY_FAILURES)
+    );
+    let event = event_objects(&client, ns, "shop")
+        .await
+        .into_iter()
+        .find(|e| e.reason.as_deref() == Some("DeploymentApplyFailed"))
+        .unwrap();
+    assert_eq!(event.type_.as_deref(), Some("Warning"));
+    // Every reconcile is timed, the failed ones too (one may be running while we read).
+    let text = f.op.metrics();
+    let value = |series: &str| {
+        metric_value(&text, series).unwrap_or_else(|| panic!("no {series} in:\n{text}"))
+    };
+    let (reconciles, timed, failed) = (
+        value("rewind_reconciles_total"),
+        value("rewind_reconcile_duration_seconds_count"),
+        value(APPLY_FAILURES),
+    );
+    assert!(
+        timed >= failed && timed + 1.0 >= reconciles,
+        "reconciles {reconciles}, timed {timed}, failed applies {failed}"
+    );
+
+    // A good version succeeds, which forgets the error: the next refusal is shown again.
+    f.apply_release("1.0.0", &image("1.0.0"), json!({})).await;
+    f.release_until("1.0.0 Healthy", secs(60), |r| {
+        phase(r) == "Healthy" && r.status.as_ref().unwrap().version.as_deref() == Some("1.0.0")
+    })
+    .await;
+    let before = f.metric(APPLY_FAILURES);
+    f.apply_release("2.0.0-refused", &image("2.0.0-refused"), json!({}))
+        .await;
+    apply_failures_at_least(&f, before + 2.0).await;
+    let deadline = Instant::now() + secs(10);
+    while times_published(&client, ns, "shop", "DeploymentApplyFailed").await < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the refusal after a success was not published again"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        times_published(&client, ns, "shop", "DeploymentApplyFailed").await,
+        2
+    );
+    assert!(
+        f.op.log_lines("could not publish Event").is_empty(),
+        "every Event was published"
+    );
 }

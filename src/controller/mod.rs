@@ -31,6 +31,7 @@ use kube::{
         watcher,
     },
 };
+use prometheus_client::metrics::histogram::Histogram;
 use serde_json::json;
 use tracing::{Instrument, field, info, info_span, warn};
 
@@ -42,6 +43,7 @@ use crate::{
     },
     labels,
     metrics::{ErrorLabels, Metrics, RollbackLabels},
+    reasons,
     registry::{Credentials, ResolveError, Resolver},
 };
 
@@ -81,10 +83,66 @@ impl Error {
     fn is_throttled(&self) -> bool {
         matches!(self, Error::Status(_, kube::Error::Api(s)) | Error::Apply(_, kube::Error::Api(s)) if s.code == 429)
     }
+
+    /// How this error is shown on its Release, or None when it is not: a conflict only means
+    /// our cache was behind (retried at once, not a person's business), and an object without
+    /// a namespace cannot have Events (and cannot happen for a namespaced kind).
+    pub fn report(&self) -> Option<ErrorReport> {
+        if self.is_conflict() {
+            return None;
+        }
+        let (reason, what, source) = match self {
+            Error::Status(release, e) => (
+                reasons::STATUS_WRITE_FAILED,
+                format!("writing status of Release {release}"),
+                e,
+            ),
+            Error::Apply(target, e) => (
+                reasons::DEPLOYMENT_APPLY_FAILED,
+                format!("applying Deployment {target}"),
+                e,
+            ),
+            Error::ListPods(target, e) => (
+                reasons::POD_LIST_FAILED,
+                format!("listing pods of Deployment {target}"),
+                e,
+            ),
+            Error::NoNamespace(_) => return None,
+        };
+        // The API's own words and code, without the debug dump of the Status in `Display`.
+        let message = match source {
+            kube::Error::Api(s) => format!("{what}: {} ({} {})", s.message, s.code, s.reason),
+            other => format!("{what}: {other}"),
+        };
+        Some(ErrorReport {
+            reason,
+            message: truncate(&message, 1000),
+        })
+    }
+}
+
+/// A reconcile error as a Warning Event on the Release: reason per error kind, message naming
+/// the error.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ErrorReport {
+    /// Event reason (`reasons::STATUS_WRITE_FAILED`, ...).
+    pub reason: &'static str,
+    /// Event note, at most 1000 bytes.
+    pub message: String,
+}
+
+/// What to publish for a failed reconcile, given the report last published for this Release
+/// since its last successful reconcile: the error's report when it is a new one, else nothing.
+/// A persisting error is shown once, not on every retry; conflicts are never shown.
+fn report_to_publish(error: &Error, last: Option<&ErrorReport>) -> Option<ErrorReport> {
+    error.report().filter(|report| last != Some(report))
 }
 
 /// A test-only fault: exit the process right after writing a rollback phase, before acting
 /// on it, to prove a restart resumes. Set with REWIND_TEST_EXIT_AFTER_PHASE=RestoringImages.
+/// Compiled only with the `test-faults` feature (the integration tests build with it; release
+/// builds do not), so the production binary has no way to be told to exit.
+#[cfg(feature = "test-faults")]
 #[derive(Clone, Debug, Default)]
 pub struct Faults {
     /// Exit after a status write whose rollback is in this phase.
@@ -113,7 +171,10 @@ pub(crate) struct Context {
     pub failures: Mutex<HashMap<ObjectRef<Release>, u32>>,
     /// Per-Release resourceVersion of our last status write, until the cache has caught up.
     pub written: Mutex<HashMap<ObjectRef<Release>, u64>>,
+    /// Per-Release error last shown as a Warning Event, until a reconcile succeeds.
+    pub reported: Mutex<HashMap<ObjectRef<Release>, ErrorReport>>,
     /// Test faults.
+    #[cfg(feature = "test-faults")]
     pub faults: Faults,
     /// Tag-to-digest resolution against registries.
     pub resolver: Resolver,
@@ -127,6 +188,7 @@ pub struct Options {
     /// Releases reconciled at once.
     pub concurrency: u16,
     /// Test faults.
+    #[cfg(feature = "test-faults")]
     pub faults: Faults,
     /// Registry access.
     pub registry: crate::registry::ResolverConfig,
@@ -222,6 +284,8 @@ pub async fn run(client: Client, options: Options, metrics: Metrics, ready: Arc<
         metrics,
         failures: Mutex::new(HashMap::new()),
         written: Mutex::new(HashMap::new()),
+        reported: Mutex::new(HashMap::new()),
+        #[cfg(feature = "test-faults")]
         faults: options.faults.clone(),
         resolver: Resolver::new(options.registry.clone()),
     });
@@ -297,7 +361,8 @@ pub async fn run(client: Client, options: Options, metrics: Metrics, ready: Arc<
     info!("controller stopped");
 }
 
-/// Reconcile one Release: observe, plan, act.
+/// Reconcile one Release: count it, time it whether it succeeds or fails, and on success
+/// forget its failures (backoff) and the error last shown on it.
 async fn reconcile(release: Arc<Release>, ctx: Arc<Context>) -> Result<Action, Error> {
     let name = release.name_any();
     let ns = release
@@ -305,118 +370,138 @@ async fn reconcile(release: Arc<Release>, ctx: Arc<Context>) -> Result<Action, E
         .ok_or_else(|| Error::NoNamespace(name.clone()))?;
     let span = info_span!("reconcile", release = %name, namespace = %ns, revision = field::Empty);
     async move {
-        let started = Instant::now();
         if ctx.cache_behind_own_write(&release) {
             // Deciding from a status older than the one we wrote could undo our own step.
             return Ok(Action::requeue(Duration::from_millis(50)));
         }
         ctx.metrics.reconciles.inc();
-        // Plans read the caches: wait for their first full list (instant afterwards).
-        let _ = future::join4(
-            ctx.deployments.wait_until_ready(),
-            ctx.pods.wait_until_ready(),
-            ctx.replica_sets.wait_until_ready(),
-            ctx.policies.wait_until_ready(),
+        let result = timed(
+            &ctx.metrics.reconcile_duration,
+            observe_plan_act(&release, &name, &ns, &ctx),
         )
         .await;
-
-        let target = &release.spec.target.name;
-        let deployment = ctx.deployments.get(&ObjectRef::new(target).within(&ns));
-        let of_release = |labels: &BTreeMap<String, String>, namespace: Option<&str>| {
-            namespace == Some(ns.as_str()) && labels.get(labels::RELEASE) == Some(&name)
-        };
-        let replica_sets: Vec<ReplicaSetView> = ctx
-            .replica_sets
-            .state_filter(|rs| of_release(rs.labels(), rs.metadata.namespace.as_deref()))
-            .iter()
-            .map(|rs| ReplicaSetView::from(&**rs))
-            .collect();
-        let labelled: Vec<PodView> = ctx
-            .pods
-            .state_filter(|p| of_release(p.labels(), p.metadata.namespace.as_deref()))
-            .iter()
-            .map(|p| PodView::from(&**p))
-            .collect();
-        let deployment_uid = deployment.as_ref().and_then(|d| d.metadata.uid.clone());
-        // Only the pods of the target Deployment's own ReplicaSets count for a revision.
-        let mut pods = owned_pods(
-            deployment_uid.as_deref().unwrap_or_default(),
-            &replica_sets,
-            labelled,
-        );
-        let adopting = decide::adopting(&release, deployment_uid.as_deref());
-        if let (true, Some(d)) = (adopting, deployment.as_deref()) {
-            // Adoption: the pods the Deployment ran before Rewind carry no label of ours.
-            pods.extend(adoption_pods(&ctx.client, &ns, d).await?);
+        if result.is_ok() {
+            let key = ObjectRef::from_obj(&*release);
+            ctx.failures.lock().expect("failures lock").remove(&key);
+            ctx.reported.lock().expect("reported lock").remove(&key);
         }
-        let observed = Observed {
-            workload: deployment.as_deref().map(Workload::from),
-            pods,
-        };
-        let policies = ctx.policies.state();
-        let (policy, policy_error) = match decide::policy::resolve(&release, &policies) {
-            Ok(p) => (p, None),
-            Err(e) => (decide::Policy::default(), Some(e)),
-        };
-        let claimed_by = older_release_for_target(&ctx.releases, &release);
-        let now = Timestamp::now();
-        let plan_with = |resolved: &BTreeMap<String, Result<String, ResolveError>>| {
-            decide::plan(&Input {
-                release: &release,
-                policy: &policy,
-                policy_error: policy_error.clone(),
-                claimed_by: claimed_by.clone(),
-                observed: &observed,
-                resolved,
-                now,
-                blind: &[],
-            })
-        };
-        let mut plan = plan_with(&BTreeMap::new());
-        // Pin before rolling out: the planner names what it would deploy without a digest;
-        // ask the registry about exactly that and decide again with the answers.
-        if let (false, Some(d)) = (plan.lookups.is_empty(), deployment.as_deref()) {
-            let credentials = pull_credentials(&ctx.client, &ns, d).await;
-            let answers = future::join_all(
-                plan.lookups
-                    .iter()
-                    .map(|image| ctx.resolver.resolve(image, &credentials)),
-            )
-            .await;
-            let resolved: BTreeMap<_, _> = plan.lookups.iter().cloned().zip(answers).collect();
-            plan = plan_with(&resolved);
-        }
-        if let Some(r) = plan.status.revision {
-            tracing::Span::current().record("revision", r);
-        }
-        tracing::debug!(
-            phase = ?plan.status.phase,
-            apply = plan.apply.as_ref().map(|t| t.revision),
-            events = plan.events.len(),
-            recheck = ?plan.recheck,
-            "planned"
-        );
-        execute(&release, &ns, &plan, &ctx).await?;
-        ctx.failures
-            .lock()
-            .expect("failures lock")
-            .remove(&ObjectRef::from_obj(&*release));
-        ctx.metrics
-            .reconcile_duration
-            .observe(started.elapsed().as_secs_f64());
-        Ok(match plan.recheck {
-            Some(at) => {
-                let wait = at.duration_since(Timestamp::now());
-                // Round up so the deadline has passed when we look again.
-                Action::requeue(
-                    Duration::try_from(wait).unwrap_or_default() + Duration::from_millis(20),
-                )
-            }
-            None => Action::await_change(),
-        })
+        result
     }
     .instrument(span)
     .await
+}
+
+/// Await `work` and record how long it took in `histogram`, whatever it returns.
+async fn timed<T>(histogram: &Histogram, work: impl Future<Output = T>) -> T {
+    let started = Instant::now();
+    let out = work.await;
+    histogram.observe(started.elapsed().as_secs_f64());
+    out
+}
+
+/// Observe, plan, act.
+async fn observe_plan_act(
+    release: &Release,
+    name: &str,
+    ns: &str,
+    ctx: &Context,
+) -> Result<Action, Error> {
+    // Plans read the caches: wait for their first full list (instant afterwards).
+    let _ = future::join4(
+        ctx.deployments.wait_until_ready(),
+        ctx.pods.wait_until_ready(),
+        ctx.replica_sets.wait_until_ready(),
+        ctx.policies.wait_until_ready(),
+    )
+    .await;
+
+    let target = &release.spec.target.name;
+    let deployment = ctx.deployments.get(&ObjectRef::new(target).within(ns));
+    let of_release = |labels: &BTreeMap<String, String>, namespace: Option<&str>| {
+        namespace == Some(ns) && labels.get(labels::RELEASE).map(String::as_str) == Some(name)
+    };
+    let replica_sets: Vec<ReplicaSetView> = ctx
+        .replica_sets
+        .state_filter(|rs| of_release(rs.labels(), rs.metadata.namespace.as_deref()))
+        .iter()
+        .map(|rs| ReplicaSetView::from(&**rs))
+        .collect();
+    let labelled: Vec<PodView> = ctx
+        .pods
+        .state_filter(|p| of_release(p.labels(), p.metadata.namespace.as_deref()))
+        .iter()
+        .map(|p| PodView::from(&**p))
+        .collect();
+    let deployment_uid = deployment.as_ref().and_then(|d| d.metadata.uid.clone());
+    // Only the pods of the target Deployment's own ReplicaSets count for a revision.
+    let mut pods = owned_pods(
+        deployment_uid.as_deref().unwrap_or_default(),
+        &replica_sets,
+        labelled,
+    );
+    let adopting = decide::adopting(release, deployment_uid.as_deref());
+    if let (true, Some(d)) = (adopting, deployment.as_deref()) {
+        // Adoption: the pods the Deployment ran before Rewind carry no label of ours.
+        pods.extend(adoption_pods(&ctx.client, ns, d).await?);
+    }
+    let observed = Observed {
+        workload: deployment.as_deref().map(Workload::from),
+        pods,
+    };
+    let policies = ctx.policies.state();
+    let (policy, policy_error) = match decide::policy::resolve(release, &policies) {
+        Ok(p) => (p, None),
+        Err(e) => (decide::Policy::default(), Some(e)),
+    };
+    let claimed_by = older_release_for_target(&ctx.releases, release);
+    let now = Timestamp::now();
+    let plan_with = |resolved: &BTreeMap<String, Result<String, ResolveError>>| {
+        decide::plan(&Input {
+            release,
+            policy: &policy,
+            policy_error: policy_error.clone(),
+            claimed_by: claimed_by.clone(),
+            observed: &observed,
+            resolved,
+            now,
+            blind: &[],
+        })
+    };
+    let mut plan = plan_with(&BTreeMap::new());
+    // Pin before rolling out: the planner names what it would deploy without a digest;
+    // ask the registry about exactly that and decide again with the answers.
+    if let (false, Some(d)) = (plan.lookups.is_empty(), deployment.as_deref()) {
+        let credentials = pull_credentials(&ctx.client, ns, d).await;
+        let answers = future::join_all(
+            plan.lookups
+                .iter()
+                .map(|image| ctx.resolver.resolve(image, &credentials)),
+        )
+        .await;
+        let resolved: BTreeMap<_, _> = plan.lookups.iter().cloned().zip(answers).collect();
+        plan = plan_with(&resolved);
+    }
+    if let Some(r) = plan.status.revision {
+        tracing::Span::current().record("revision", r);
+    }
+    tracing::debug!(
+        phase = ?plan.status.phase,
+        apply = plan.apply.as_ref().map(|t| t.revision),
+        events = plan.events.len(),
+        recheck = ?plan.recheck,
+        "planned"
+    );
+    execute(release, ns, &plan, ctx).await?;
+    Ok(match plan.recheck {
+        Some(at) => {
+            let wait = at.duration_since(Timestamp::now());
+            // Round up so the deadline has passed when we look again.
+            Action::requeue(
+                Duration::try_from(wait).unwrap_or_default() + Duration::from_millis(20),
+            )
+        }
+        None => Action::await_change(),
+    })
 }
 
 impl Context {
@@ -468,6 +553,7 @@ async fn execute(release: &Release, ns: &str, plan: &Plan, ctx: &Context) -> Res
                 .expect("written lock")
                 .insert(ObjectRef::from_obj(release), rv);
         }
+        #[cfg(feature = "test-faults")]
         if let (Some(phase), Some(rb)) =
             (&ctx.faults.exit_after_phase, plan.status.rollback.as_ref())
             && format!("{:?}", rb.phase) == *phase
@@ -658,7 +744,8 @@ async fn adoption_pods(client: &Client, ns: &str, d: &Deployment) -> Result<Vec<
 }
 
 /// Back off per Release: a short retry for conflicts and throttling, else exponential with
-/// jitter, capped at five minutes.
+/// jitter, capped at five minutes. An error not yet shown on the Release is published there as
+/// a Warning Event (in the background).
 fn error_policy(release: Arc<Release>, error: &Error, ctx: Arc<Context>) -> Action {
     ctx.metrics
         .failures
@@ -667,6 +754,17 @@ fn error_policy(release: Arc<Release>, error: &Error, ctx: Arc<Context>) -> Acti
         })
         .inc();
     let key = ObjectRef::from_obj(&*release);
+    let report = {
+        let mut reported = ctx.reported.lock().expect("reported lock");
+        let report = report_to_publish(error, reported.get(&key));
+        if let Some(r) = &report {
+            reported.insert(key.clone(), r.clone());
+        }
+        report
+    };
+    if let Some(report) = report {
+        publish_error(&ctx.recorder, &release, report);
+    }
     let n = {
         let mut failures = ctx.failures.lock().expect("failures lock");
         let n = failures.entry(key).or_insert(0);
@@ -684,6 +782,28 @@ fn error_policy(release: Arc<Release>, error: &Error, ctx: Arc<Context>) -> Acti
     let jitter = (Timestamp::now().subsec_nanosecond() as u64 % 1000) * backoff / 5000;
     warn!(release = %release.name_any(), error = %error, retry_in_ms = backoff + jitter, "reconcile failed");
     Action::requeue(Duration::from_millis(backoff + jitter))
+}
+
+/// Publish `report` as a Warning Event on the Release in the background: the error policy is
+/// synchronous and must neither wait for the API server nor fail because of it.
+fn publish_error(recorder: &Recorder, release: &Release, report: ErrorReport) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    let recorder = recorder.clone();
+    let reference = release.object_ref(&());
+    runtime.spawn(async move {
+        let event = KubeEvent {
+            type_: EventType::Warning,
+            reason: report.reason.into(),
+            note: Some(report.message),
+            action: report.reason.into(),
+            secondary: None,
+        };
+        if let Err(e) = recorder.publish(&event, &reference).await {
+            warn!(error = %e, reason = report.reason, "could not publish Event");
+        }
+    });
 }
 
 #[cfg(test)]
@@ -707,6 +827,87 @@ mod tests {
             serde_json::from_value(serde_json::to_value(&planned).unwrap()).unwrap();
         assert!(!status_changed(Some(&stored), &planned));
         assert!(status_changed(None, &planned));
+    }
+
+    fn api_error(code: u16, reason: &str, message: &str) -> kube::Error {
+        kube::Error::Api(Box::new(kube::core::Status {
+            code,
+            reason: reason.into(),
+            message: message.into(),
+            ..Default::default()
+        }))
+    }
+
+    #[test]
+    fn a_persisting_error_is_reported_once_per_distinct_error() {
+        let denied = || {
+            Error::Apply(
+                "shop".into(),
+                api_error(403, "Forbidden", "denied by policy"),
+            )
+        };
+        // The first failure is reported, with a reason per kind and the API's words.
+        let first = report_to_publish(&denied(), None).expect("a first error is reported");
+        assert_eq!(first.reason, reasons::DEPLOYMENT_APPLY_FAILED);
+        assert_eq!(
+            first.message,
+            "applying Deployment shop: denied by policy (403 Forbidden)"
+        );
+        // The same error again (the retries) is not.
+        assert_eq!(report_to_publish(&denied(), Some(&first)), None);
+        // Another error is, even of the same kind.
+        let invalid = Error::Apply("shop".into(), api_error(422, "Invalid", "bad image"));
+        let second = report_to_publish(&invalid, Some(&first)).expect("a new error is reported");
+        assert_eq!(second.reason, reasons::DEPLOYMENT_APPLY_FAILED);
+        assert_ne!(second, first);
+        let status = Error::Status("shop".into(), api_error(422, "Invalid", "bad status"));
+        assert_eq!(
+            report_to_publish(&status, Some(&second)).map(|r| r.reason),
+            Some(reasons::STATUS_WRITE_FAILED)
+        );
+        let pods = Error::ListPods("shop".into(), api_error(403, "Forbidden", "no"));
+        assert_eq!(
+            report_to_publish(&pods, None).map(|r| r.reason),
+            Some(reasons::POD_LIST_FAILED)
+        );
+    }
+
+    #[test]
+    fn conflicts_are_never_reported() {
+        for conflict in [
+            Error::Status("shop".into(), api_error(409, "Conflict", "modified")),
+            Error::Apply("shop".into(), api_error(409, "Conflict", "modified")),
+        ] {
+            assert_eq!(report_to_publish(&conflict, None), None);
+        }
+    }
+
+    #[test]
+    fn a_long_error_message_is_truncated() {
+        let long = Error::Status("shop".into(), api_error(422, "Invalid", &"x".repeat(5000)));
+        let report = report_to_publish(&long, None).unwrap();
+        assert!(report.message.len() <= 1000 + '…'.len_utf8());
+        assert!(
+            report
+                .message
+                .starts_with("writing status of Release shop: xxx")
+        );
+    }
+
+    #[tokio::test]
+    async fn failed_work_is_timed_too() {
+        let metrics = Metrics::default();
+        let ok: Result<(), Error> = timed(&metrics.reconcile_duration, async { Ok(()) }).await;
+        let failed: Result<(), Error> = timed(&metrics.reconcile_duration, async {
+            Err(Error::NoNamespace("shop".into()))
+        })
+        .await;
+        assert!(ok.is_ok() && failed.is_err());
+        let text = metrics.render();
+        assert!(
+            text.contains("rewind_reconcile_duration_seconds_count 2"),
+            "both the success and the failure are observed: {text}"
+        );
     }
 
     #[test]

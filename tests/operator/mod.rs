@@ -72,6 +72,36 @@ impl Operator {
         Self::start_with_args(namespace, &[], env)
     }
 
+    /// Start one that exits (code 75) right after it writes a rollback in phase `phase`, before
+    /// acting on it: the test fault `REWIND_TEST_EXIT_AFTER_PHASE`. Only a binary built with the
+    /// `test-faults` feature has it (one without would ignore the variable and never exit), so
+    /// this panics, saying how to build it, unless the operator logs the fault as armed.
+    pub async fn start_exiting_after_phase(namespace: &str, phase: &str) -> Operator {
+        const HOW: &str = "run the integration tests with `cargo test --features test-faults` \
+             (`make test` does): REWIND_TEST_EXIT_AFTER_PHASE is compiled into the operator only \
+             with that feature";
+        if cfg!(not(feature = "test-faults")) {
+            panic!("this test needs the operator's test fault hook: {HOW}");
+        }
+        let mut op = Self::start_with(namespace, &[("REWIND_TEST_EXIT_AFTER_PHASE", phase)]);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while op.log_lines("test fault armed").is_empty() {
+            if let Some(status) = op.child.try_wait().expect("polling the operator") {
+                panic!(
+                    "the operator exited ({status}) before arming its test fault; log: {}",
+                    op.log.display()
+                );
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the operator never logged `test fault armed` (log: {}): {HOW}",
+                op.log.display()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        op
+    }
+
     /// Start one with extra arguments to `rewind run` and extra environment.
     pub fn start_with_args(namespace: &str, args: &[&str], env: &[(&str, &str)]) -> Operator {
         let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/test-logs");
@@ -228,6 +258,15 @@ pub fn phase(r: &Release) -> String {
 
 /// Reason and note of the Events recorded about object `name`, oldest first.
 pub async fn events(client: &Client, namespace: &str, name: &str) -> Vec<(String, String)> {
+    event_objects(client, namespace, name)
+        .await
+        .into_iter()
+        .map(|e| (e.reason.unwrap_or_default(), e.note.unwrap_or_default()))
+        .collect()
+}
+
+/// The Events recorded about object `name`, oldest first.
+pub async fn event_objects(client: &Client, namespace: &str, name: &str) -> Vec<Event> {
     let events: Api<Event> = Api::namespaced(client.clone(), namespace);
     // Filtered here: the test namespace holds few Events, and field selectors on
     // events.k8s.io differ between versions.
@@ -240,9 +279,25 @@ pub async fn events(client: &Client, namespace: &str, name: &str) -> Vec<(String
         .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
         .collect();
     list.sort_by_key(|e| e.metadata.creation_timestamp.clone().map(|t| t.0));
-    list.into_iter()
-        .map(|e| (e.reason.unwrap_or_default(), e.note.unwrap_or_default()))
-        .collect()
+    list
+}
+
+/// How many times Events with `reason` were published about `name`: an Event the recorder
+/// aggregated counts as its `series.count`.
+pub async fn times_published(client: &Client, namespace: &str, name: &str, reason: &str) -> i32 {
+    event_objects(client, namespace, name)
+        .await
+        .iter()
+        .filter(|e| e.reason.as_deref() == Some(reason))
+        .map(|e| e.series.as_ref().map_or(1, |s| s.count))
+        .sum()
+}
+
+/// The value of one series (name and labels exactly as rendered) in /metrics text.
+pub fn metric_value(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 /// Wait until Events with every reason in `wanted` have been recorded about `name` (Events are
@@ -435,6 +490,11 @@ impl Fixture {
             template_of(d).1.as_deref() == Some(want.as_str())
         })
         .await
+    }
+
+    /// One series of the operator's /metrics (0 when it has not been rendered yet).
+    pub fn metric(&self, series: &str) -> f64 {
+        metric_value(&self.op.metrics(), series).unwrap_or(0.0)
     }
 
     /// The operator's reconcile count from its /metrics.
