@@ -128,12 +128,16 @@ fn test_faults() -> controller::Faults {
         exit_after_phase: std::env::var("REWIND_TEST_EXIT_AFTER_PHASE")
             .ok()
             .filter(|s| !s.is_empty()),
+        exit_after_restore: std::env::var("REWIND_TEST_EXIT_AFTER_RESTORE").is_ok_and(|v| v == "1"),
     };
     if let Some(phase) = &faults.exit_after_phase {
         tracing::warn!(
             exit_after_phase = %phase,
             "test fault armed: REWIND_TEST_EXIT_AFTER_PHASE"
         );
+    }
+    if faults.exit_after_restore {
+        tracing::warn!("test fault armed: REWIND_TEST_EXIT_AFTER_RESTORE");
     }
     faults
 }

@@ -25,6 +25,20 @@ pub struct RollbackLabels {
     pub result: &'static str,
 }
 
+/// Labels of an object a watch skipped.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    /// Release or RollbackPolicy.
+    pub kind: &'static str,
+}
+
+/// Labels of a failure verdict checked against the API server.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VerdictLabels {
+    /// `confirmed` (the API server showed the same) or `overturned` (the caches were behind).
+    pub result: &'static str,
+}
+
 /// All of Rewind's metrics and the registry that exposes them.
 #[derive(Clone)]
 pub struct Metrics {
@@ -40,6 +54,10 @@ pub struct Metrics {
     pub rollbacks: Family<RollbackLabels, Counter>,
     /// Seconds from the failure becoming definite to the images being restored.
     pub detection_to_restore: Histogram,
+    /// Objects of Rewind's kinds that did not decode and were skipped.
+    pub objects_skipped: Family<KindLabels, Counter>,
+    /// Failure verdicts made from the caches and checked against the API server.
+    pub verdicts: Family<VerdictLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -73,7 +91,21 @@ impl Default for Metrics {
             "From the failure becoming definite to the Deployment running the old digests",
             detection_to_restore.clone(),
         );
+        let objects_skipped = Family::<KindLabels, Counter>::default();
+        registry.register(
+            "objects_skipped",
+            "Objects of Rewind's kinds that did not decode and were skipped by the watch",
+            objects_skipped.clone(),
+        );
+        let verdicts = Family::<VerdictLabels, Counter>::default();
+        registry.register(
+            "verdicts_checked",
+            "Failure verdicts made from the caches and re-checked against the API server, by result",
+            verdicts.clone(),
+        );
         Metrics {
+            objects_skipped,
+            verdicts,
             registry: Arc::new(registry),
             reconciles,
             failures,

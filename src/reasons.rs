@@ -122,6 +122,9 @@ reasons! {
     DEPLOYMENT_APPLY_FAILED = "DeploymentApplyFailed";
     /// Listing the pods of the target Deployment (when taking it over) failed.
     POD_LIST_FAILED = "PodListFailed";
+    /// Reading the Deployment and its pods from the API server, to confirm a failure verdict
+    /// made from the caches, failed: nothing was acted on, and it is tried again.
+    VERDICT_NOT_CONFIRMED = "VerdictNotConfirmed";
 }
 
 #[cfg(test)]
