@@ -36,7 +36,7 @@ TEST_FEATURES := --features test-faults
 lint: ## rustfmt check and clippy with warnings as errors (with and without the test faults)
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --locked --all-targets -- -D warnings
-	$(CARGO) clippy --locked --all-targets $(TEST_FEATURES) -- -D warnings
+	$(CARGO) clippy --locked --all-targets --features test-faults,cluster-faults -- -D warnings
 
 unit: ## Unit tests only (no cluster)
 	$(CARGO) test --locked --lib --bins
@@ -54,6 +54,8 @@ test: lint crds-check cluster-up ## Everything CI runs: lint, CRD drift, unit an
 	@# The generated CRDs must be accepted by kubectl as they are.
 	$(CARGO) run --quiet --locked --bin rewind -- crds | "$$(tests/cluster/build.sh --print-bin-dir)/kubectl" --kubeconfig $(KUBECONFIG_LOCAL) apply --dry-run=client -f -
 	KUBECONFIG=$(KUBECONFIG_LOCAL) $(CARGO) test --locked --all-targets $(TEST_FEATURES) -- --test-threads=4
+	@# These stop the API server: alone, after everything else, one at a time.
+	KUBECONFIG=$(KUBECONFIG_LOCAL) $(CARGO) test --locked --features test-faults,cluster-faults --test outages -- --test-threads=1
 
 run: build cluster-up ## The demo on the local cluster: a bad release rolled back
 	deploy/demo/run.sh

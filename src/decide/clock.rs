@@ -23,6 +23,9 @@ pub struct Clock<'a> {
     pub blind: &'a [Blind],
 }
 
+/// The most a deadline is moved for the cluster to recover after one blind span.
+pub const RECOVERY_MAX: SignedDuration = SignedDuration::from_secs(300);
+
 /// `t + d`, saturating at the end of time (a huge duration never overflows).
 pub fn add(t: Timestamp, d: std::time::Duration) -> Timestamp {
     t.saturating_add(SignedDuration::try_from(d).unwrap_or(SignedDuration::MAX))
@@ -38,17 +41,27 @@ impl<'a> Clock<'a> {
 
     /// When a wait of `wait` that began at `start` ends, not counting blind time inside it: each
     /// blind span that starts before the (pushed-back) deadline moves it by the part of the span
-    /// after `start`. While a span lasts, it counts up to now, so no deadline passes while blind.
+    /// after `start`, plus the span's whole length again (at most [`RECOVERY_MAX`]) for the
+    /// cluster to recover once it has ended. A span that ended before `start` does not count.
+    /// While a span lasts, it counts up to now, so no deadline passes while blind.
     pub fn due(&self, start: Timestamp, wait: std::time::Duration) -> Timestamp {
         let mut due = add(start, wait);
         for b in self.blind {
             let from = b.from.max(start);
-            if from >= due {
+            if from >= due || b.to.is_some_and(|to| to <= start) {
                 continue;
             }
             let to = b.to.unwrap_or(self.now).max(from);
+            let blind = to.duration_since(from);
+            // Recovery depends on how long the whole outage was, not on its part after start.
+            let recovery = if b.to.is_some() {
+                to.duration_since(b.from).min(RECOVERY_MAX)
+            } else {
+                SignedDuration::ZERO
+            };
             due = due
-                .saturating_add(to.duration_since(from))
+                .saturating_add(blind)
+                .and_then(|d| d.saturating_add(recovery))
                 .unwrap_or(Timestamp::MAX);
         }
         due
@@ -81,11 +94,15 @@ mod tests {
             now: t(100),
             blind: &blind,
         };
-        assert_eq!(c.due(t(0), Duration::from_secs(60)), t(80), "20 s blind");
+        assert_eq!(
+            c.due(t(0), Duration::from_secs(60)),
+            t(100),
+            "20 s blind, and 20 s for the cluster to recover"
+        );
         assert_eq!(
             c.due(t(40), Duration::from_secs(60)),
-            t(110),
-            "10 s of it after start"
+            t(130),
+            "10 s of it after start, and 20 s to recover from it"
         );
         assert_eq!(
             c.due(t(60), Duration::from_secs(60)),
@@ -112,6 +129,19 @@ mod tests {
         let due = c.due(t(0), Duration::from_secs(60));
         assert!(due > c.now, "{due} should be after now");
         assert!(!c.passed(t(10)), "nothing passes while blind");
+    }
+
+    #[test]
+    fn recovery_after_a_long_span_is_bounded() {
+        let blind = [Blind {
+            from: t(0),
+            to: Some(t(3600)),
+        }];
+        let c = Clock {
+            now: t(4000),
+            blind: &blind,
+        };
+        assert_eq!(c.due(t(0), Duration::from_secs(60)), t(60 + 3600 + 300));
     }
 
     #[test]

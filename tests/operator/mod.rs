@@ -73,17 +73,29 @@ impl Operator {
     }
 
     /// Start one that exits (code 75) right after it writes a rollback in phase `phase`, before
-    /// acting on it: the test fault `REWIND_TEST_EXIT_AFTER_PHASE`. Only a binary built with the
-    /// `test-faults` feature has it (one without would ignore the variable and never exit), so
-    /// this panics, saying how to build it, unless the operator logs the fault as armed.
+    /// acting on it: the test fault `REWIND_TEST_EXIT_AFTER_PHASE`.
     pub async fn start_exiting_after_phase(namespace: &str, phase: &str) -> Operator {
-        const HOW: &str = "run the integration tests with `cargo test --features test-faults` \
-             (`make test` does): REWIND_TEST_EXIT_AFTER_PHASE is compiled into the operator only \
-             with that feature";
+        Self::start_with_fault(namespace, "REWIND_TEST_EXIT_AFTER_PHASE", phase).await
+    }
+
+    /// Start one that exits (code 75) right after the Deployment patch of a rollback: the test
+    /// fault `REWIND_TEST_EXIT_AFTER_RESTORE`.
+    pub async fn start_exiting_after_restore(namespace: &str) -> Operator {
+        Self::start_with_fault(namespace, "REWIND_TEST_EXIT_AFTER_RESTORE", "1").await
+    }
+
+    /// Start one with test fault `var=value` armed. Only a binary built with the `test-faults`
+    /// feature has the faults (one without would ignore the variable and never exit), so this
+    /// panics, saying how to build it, unless the operator logs the fault as armed.
+    async fn start_with_fault(namespace: &str, var: &str, value: &str) -> Operator {
+        let how = format!(
+            "run the integration tests with `cargo test --features test-faults` (`make test` \
+             does): {var} is compiled into the operator only with that feature"
+        );
         if cfg!(not(feature = "test-faults")) {
-            panic!("this test needs the operator's test fault hook: {HOW}");
+            panic!("this test needs the operator's test fault hook: {how}");
         }
-        let mut op = Self::start_with(namespace, &[("REWIND_TEST_EXIT_AFTER_PHASE", phase)]);
+        let mut op = Self::start_with(namespace, &[(var, value)]);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         while op.log_lines("test fault armed").is_empty() {
             if let Some(status) = op.child.try_wait().expect("polling the operator") {
@@ -94,7 +106,7 @@ impl Operator {
             }
             assert!(
                 tokio::time::Instant::now() < deadline,
-                "the operator never logged `test fault armed` (log: {}): {HOW}",
+                "the operator never logged `test fault armed` (log: {}): {how}",
                 op.log.display()
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -160,6 +172,19 @@ impl Operator {
 
     /// GET /metrics from the running operator (its port is in its log).
     pub fn metrics(&self) -> String {
+        self.http_get("/metrics")
+            .unwrap_or_else(|e| panic!("GET /metrics: {e}; log: {}", self.log.display()))
+    }
+
+    /// The HTTP status of GET /readyz, or None when the operator does not answer (yet).
+    pub fn readyz(&self) -> Option<u16> {
+        let reply = self.http_get("/readyz").ok()?;
+        reply.split_whitespace().nth(1)?.parse().ok()
+    }
+
+    /// The raw HTTP/1.0 reply to GET `path` on the operator's metrics address (waiting up to
+    /// 10 s for it to log that address).
+    fn http_get(&self, path: &str) -> std::io::Result<String> {
         use std::io::{Read, Write};
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         let addr = loop {
@@ -181,13 +206,12 @@ impl Operator {
                 ),
             }
         };
-        let mut conn = std::net::TcpStream::connect(&addr)
-            .unwrap_or_else(|e| panic!("connecting to {addr}: {e}"));
-        conn.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
-            .unwrap();
+        let mut conn = std::net::TcpStream::connect(&addr)?;
+        conn.set_read_timeout(Some(Duration::from_secs(5)))?;
+        conn.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())?;
         let mut out = String::new();
-        conn.read_to_string(&mut out).unwrap();
-        out
+        conn.read_to_string(&mut out)?;
+        Ok(out)
     }
 
     /// Lines of its log that contain `needle`.
@@ -505,5 +529,98 @@ impl Fixture {
             .and_then(|v| v.trim().parse::<f64>().ok())
             .map(|v| v as u64)
             .unwrap_or_else(|| panic!("no rewind_reconciles_total in /metrics:\n{text}"))
+    }
+}
+
+/// On loopback, where nothing listens: the operator's registry lookups are refused at once.
+pub const LOOPBACK_REPO: &str = "127.0.0.1:9/shop/api";
+
+/// `LOOPBACK_REPO:<tag>`.
+pub fn loopback_image(tag: &str) -> String {
+    format!("{LOOPBACK_REPO}:{tag}")
+}
+
+/// The status of a Release (panics, naming it, when it has none yet).
+pub fn status_of(r: &Release) -> &rewind::api::ReleaseStatus {
+    r.status
+        .as_ref()
+        .unwrap_or_else(|| panic!("Release {} has no status yet", r.name_any()))
+}
+
+impl Fixture {
+    /// Deployment shop runs 0.9.0; Release shop 1.0.0 is Healthy on revision 1.
+    pub async fn shop_healthy_on_1_0_0(&self) -> Release {
+        self.create_deployment(&loopback_image("0.9.0")).await;
+        self.deployment_until(
+            "0.9.0 rolled out",
+            Duration::from_secs(60),
+            crate::support::deployment_is_rolled_out,
+        )
+        .await;
+        self.apply_release("1.0.0", &loopback_image("1.0.0"), serde_json::json!({}))
+            .await;
+        self.release_until("Healthy on revision 1", Duration::from_secs(60), |r| {
+            phase(r) == "Healthy" && status_of(r).revision == Some(1)
+        })
+        .await
+    }
+
+    /// `n` more Deployments (`app-<i>`, one replica) with a Release each (label
+    /// `fleet=rewind-test`, policy `fast`), all Healthy: the many objects an operator must
+    /// list and judge after a restart, not just the one a test looks at.
+    pub async fn fleet(&self, n: usize) {
+        use kube::api::PostParams;
+        for i in 0..n {
+            let name = format!("app-{i}");
+            let d = crate::support::deployment(&name, 1, &[&loopback_image("1.0.0")]);
+            self.deployments
+                .create(&PostParams::default(), &d)
+                .await
+                .unwrap_or_else(|e| panic!("creating Deployment {name}: {e}"));
+            let r: Release = serde_json::from_value(serde_json::json!({
+                "apiVersion": "rewind.dev/v1alpha1", "kind": "Release",
+                "metadata": {"name": name, "labels": {"fleet": "rewind-test"}},
+                "spec": {"version": "1.0.0", "target": {"kind": "Deployment", "name": name},
+                         "images": [{"container": "app", "image": loopback_image("1.0.0")}],
+                         "policyRef": {"name": "fast"}}
+            }))
+            .unwrap();
+            self.releases
+                .create(&PostParams::default(), &r)
+                .await
+                .unwrap_or_else(|e| panic!("creating Release {name}: {e}"));
+        }
+        crate::support::wait_for_all(
+            &self.releases,
+            "fleet=rewind-test",
+            &format!("all {n} fleet Releases Healthy"),
+            Duration::from_secs(180),
+            |all: &[Release]| all.len() == n && all.iter().all(|r| phase(r) == "Healthy"),
+        )
+        .await;
+    }
+
+    /// Replace the running operator with a new one (the old one is killed first, SIGKILL) and
+    /// return how long the new one took to answer /readyz with 200.
+    pub async fn restart_operator(&mut self, new: impl FnOnce(&str) -> Operator) -> Duration {
+        self.op.kill();
+        let started = std::time::Instant::now();
+        self.op = new(self.ns.name());
+        self.until_ready(started).await
+    }
+
+    /// Wait (up to 30 s) for /readyz 200 and return the time since `started`.
+    pub async fn until_ready(&self, started: std::time::Instant) -> Duration {
+        loop {
+            if self.op.readyz() == Some(200) {
+                return started.elapsed();
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "the operator did not answer /readyz with 200 within 30 s; log: {}",
+                self.op.log.display()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 }

@@ -663,14 +663,15 @@ fn a_deadline_does_not_count_the_time_nobody_could_see_the_cluster() {
     let p = w.at(450).step();
     assert_eq!(p.status.rollback, None, "no verdict while blind");
     assert_eq!(p.status.phase, Some(Phase::Progressing));
-    // Back at t(350): 200 s were blind, so the deadline is t(600).
+    // Back at t(350): 200 s were blind, and as long again for the cluster to recover, so the
+    // deadline is t(800).
     w.blind[0].to = Some(t(350));
     let p = w.at(500).step();
     assert_eq!(p.status.rollback, None);
-    assert_eq!(p.recheck, Some(t(600)));
-    let p = w.at(600).step();
+    assert_eq!(p.recheck, Some(t(800)));
+    let p = w.at(800).step();
     assert_eq!(rollback(&p.status).trigger, Trigger::Readiness);
-    assert_eq!(rollback(&p.status).detected_at.0, t(600));
+    assert_eq!(rollback(&p.status).detected_at.0, t(800));
 }
 
 #[test]
