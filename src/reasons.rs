@@ -47,6 +47,8 @@ reasons! {
     ROLLBACK_FAILED = "RollbackFailed";
     /// The RolledBack condition cleared because the Release became healthy again.
     AS_EXPECTED = "AsExpected";
+    /// `status.history` holds the largest revision number there is: no new one can follow.
+    REVISIONS_EXHAUSTED = "RevisionsExhausted";
 
     // ---- steps (Events, and reasons of the Pinned and RolledBack conditions) ----
     /// Revision 0 recorded from what the Deployment ran before Rewind.

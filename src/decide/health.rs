@@ -48,6 +48,11 @@ fn add(t: Timestamp, d: std::time::Duration) -> Timestamp {
         .unwrap_or(Timestamp::MAX)
 }
 
+/// `count` (of pods) is at least `replicas`, compared without a lossy cast.
+fn count_at_least(count: usize, replicas: i32) -> bool {
+    i64::try_from(count).unwrap_or(i64::MAX) >= i64::from(replicas)
+}
+
 fn earliest(a: Option<Timestamp>, b: Option<Timestamp>) -> Option<Timestamp> {
     match (a, b) {
         (Some(a), Some(b)) => Some(a.min(b)),
@@ -129,8 +134,8 @@ pub fn judge_rollout(
             at: now,
         });
     }
-    let ready = mine.iter().filter(|p| p.ready).count() as i32;
-    if current && workload.rolled_out() && ready >= workload.replicas {
+    let ready = mine.iter().filter(|p| p.ready).count();
+    if current && workload.rolled_out() && count_at_least(ready, workload.replicas) {
         return Verdict::Healthy;
     }
     let deadline = add(deployed_at, policy.readiness_timeout);
@@ -191,9 +196,11 @@ pub fn judge_guarded(
         }
     }
     let allowed = policy.max_unready_of(workload.replicas);
-    if long_unready.len() as i32 > allowed {
+    // The pod whose due time made the count exceed `allowed` (None while it does not).
+    let over = usize::try_from(allowed.max(0)).unwrap_or(usize::MAX);
+    if long_unready.len() > over {
         long_unready.sort_by_key(|(_, due)| *due);
-        let at = long_unready[allowed.max(0) as usize].1;
+        let at = long_unready.get(over).map_or(now, |(_, due)| *due);
         let names: Vec<&str> = long_unready.iter().map(|(n, _)| *n).collect();
         return Verdict::Failed(Failing {
             trigger: Trigger::Readiness,
