@@ -3,6 +3,7 @@
 //! Deployment), and the error policy.
 
 mod deploy;
+mod policy;
 mod trim;
 
 use std::{
@@ -240,6 +241,8 @@ pub async fn run(client: Client, options: Options, metrics: Metrics, ready: Arc<
         })
         .shutdown_on_signal();
 
+    // RollbackPolicies report their own validity (Ready/Invalid) from a small controller.
+    tokio::spawn(policy::run(client.clone(), options.namespace.clone()));
     // Ready once every cache has its first full list.
     tokio::spawn({
         let (r, d, p, q) = (releases.clone(), deployments, pods, policies);
