@@ -139,6 +139,16 @@ impl Planner<'_> {
                         });
                     }
                     self.tidy_handled();
+                    // A person named the blocked version: that unblocks it (as a retry
+                    // would), so no plan applies a version its status still says is blocked.
+                    if self
+                        .status
+                        .blocked
+                        .as_ref()
+                        .is_some_and(|b| b.version == to.version)
+                    {
+                        self.status.blocked = None;
+                    }
                     let cause = Failing {
                         trigger: Trigger::Manual,
                         reason: reasons::MANUAL_ROLLBACK,
@@ -164,12 +174,18 @@ impl Planner<'_> {
             .map(|i| self.status.history[i].clone())
             .ok_or(Refusal::NothingDeployed)?;
         let target = if value == labels::PREVIOUS {
-            choose_target(
-                &self.status.history,
-                live.revision,
-                RollbackTarget::LastHealthy,
-            )
-            .ok_or_else(|| Refusal::NoHealthyBefore(live.version.clone(), live.revision))?
+            // Not a revision of the blocked version: those are the bits that just failed,
+            // which only a request naming that version (or a retry) brings back.
+            let blocked = self.status.blocked.as_ref().map(|b| b.version.as_str());
+            let candidates: Vec<Revision> = self
+                .status
+                .history
+                .iter()
+                .filter(|r| Some(r.version.as_str()) != blocked)
+                .cloned()
+                .collect();
+            choose_target(&candidates, live.revision, RollbackTarget::LastHealthy)
+                .ok_or_else(|| Refusal::NoHealthyBefore(live.version.clone(), live.revision))?
         } else {
             self.status
                 .history

@@ -375,6 +375,10 @@ fn manual_rollback_to_the_blocked_version_unblocks_it() {
     // On second thought, 2.0.0 was fine: roll forward to it.
     let p = w.annotate(labels::ROLLBACK_TO, "2.0.0").at(300).step();
     assert_eq!(rollback(&p.status).to.revision, 2);
+    assert_eq!(
+        p.status.blocked, None,
+        "named by a person, it is unblocked as the rollback starts, not applied while blocked"
+    );
     w.complete_rollback(310);
     let p = w.at(400).step();
     assert_eq!(
@@ -404,6 +408,42 @@ fn automatic_rollback_skips_a_version_a_person_rolled_back() {
         rollback(&p.status).to.version,
         "1.0.0",
         "an automatic rollback never goes to a version a person rolled back"
+    );
+}
+
+/// Found by the fuzz test: 4.0.0 healthy (revision 1), then 1.0.0 (2), then 4.0.0 again (3)
+/// fails and is rolled back to 1.0.0: 4.0.0 is blocked. `previous` must not pick revision 1,
+/// the same bits that just failed, while its own status says 4.0.0 is blocked.
+#[test]
+fn previous_skips_revisions_of_the_blocked_version() {
+    let mut w = World::new(release("4.0.0").build(), deployment().build());
+    w.at(0).step();
+    w.at(20).roll_out().step();
+    w.at(40).roll_out().step();
+    w.deploy_healthy("1.0.0", 100);
+    w.set_version("4.0.0").at(200).step();
+    w.at(210).pods_come_up(PodState::NotReady).step();
+    w.at(900).step();
+    w.complete_rollback(910);
+    assert_eq!(
+        w.status().blocked.as_ref().map(|b| b.version.as_str()),
+        Some("4.0.0")
+    );
+    let p = w
+        .annotate(labels::ROLLBACK_TO, labels::PREVIOUS)
+        .at(1000)
+        .step();
+    assert_eq!(p.apply, None, "{:#?}", p.events);
+    assert_eq!(
+        cond(&p.status, conditions::MANUAL_ROLLBACK),
+        is("False", reasons::UNKNOWN_VERSION)
+    );
+    // Named, 4.0.0 means its newest revision, the one that failed: refused too.
+    let p = w.annotate(labels::ROLLBACK_TO, "4.0.0").at(1100).step();
+    assert_eq!(p.apply, None);
+    assert_eq!(
+        cond(&p.status, conditions::MANUAL_ROLLBACK),
+        is("False", reasons::TARGET_NOT_HEALTHY)
     );
 }
 
