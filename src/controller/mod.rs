@@ -2,6 +2,7 @@
 //! gathers observations, asks for a plan and carries it out (status, then Events, then the
 //! Deployment), and the error policy.
 
+mod caches;
 mod deploy;
 mod policy;
 mod trim;
@@ -249,10 +250,10 @@ pub async fn run(client: Client, options: Options, metrics: Metrics, ready: Arc<
         async move {
             let started = Instant::now();
             if future::try_join4(
-                r.wait_until_ready(),
-                d.wait_until_ready(),
-                p.wait_until_ready(),
-                q.wait_until_ready(),
+                caches::synced(&r),
+                caches::synced(&d),
+                caches::synced(&p),
+                caches::synced(&q),
             )
             .await
             .is_ok()
@@ -297,9 +298,9 @@ async fn reconcile(release: Arc<Release>, ctx: Arc<Context>) -> Result<Action, E
         ctx.metrics.reconciles.inc();
         // Plans read the caches: wait for their first full list (instant afterwards).
         let _ = future::join3(
-            ctx.deployments.wait_until_ready(),
-            ctx.pods.wait_until_ready(),
-            ctx.policies.wait_until_ready(),
+            caches::synced(&ctx.deployments),
+            caches::synced(&ctx.pods),
+            caches::synced(&ctx.policies),
         )
         .await;
 
