@@ -50,6 +50,15 @@ reasons! {
     ROLLBACK_FAILED = "RollbackFailed";
     /// The RolledBack condition cleared because the Release became healthy again.
     AS_EXPECTED = "AsExpected";
+    /// `status.history` holds the largest revision number there is: no new one can follow.
+    REVISIONS_EXHAUSTED = "RevisionsExhausted";
+
+    // ---- a RollbackPolicy (its Ready condition, Events on it) ----
+    /// The policy is within every bound and Rewind uses it.
+    VALID = "Valid";
+    /// The policy has a value outside its bounds or one that cannot be used; the Releases it
+    /// governs stall with PolicyError until it is fixed.
+    INVALID = "Invalid";
 
     // ---- steps (Events, and reasons of the Pinned and RolledBack conditions) ----
     /// Revision 0 recorded from what the Deployment ran before Rewind.

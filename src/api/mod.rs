@@ -108,6 +108,15 @@ mod tests {
             "readiness.timeout must be a duration",
             "readiness.maxUnready must be a count of pods",
             "failWhen needs exactly one of above or below",
+            "readiness.timeout must be from 5s to 24h",
+            "readiness.unreadyFor must be from 1s to 1h",
+            "imagePull.failFor must be from 1s to 1h",
+            "guardWindow must be from 0s to 168h",
+            "cooldown must be from 0s to 168h",
+            "metrics[].interval must be from 5s to 1h",
+            "migrations.timeout must be from 10s to 24h",
+            "selector.matchExpressions[].operator must be In, NotIn, Exists or DoesNotExist",
+            "metadata.name must be at most 63 characters",
         ] {
             assert!(
                 found.iter().any(|m| m.starts_with(needle)),

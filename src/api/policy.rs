@@ -2,10 +2,9 @@
 // clippy reads the repeated `type_ = …` of the printcolumn attributes as duplicates.
 #![allow(clippy::duplicated_attributes)]
 
-use k8s_openapi::apimachinery::pkg::{
-    apis::meta::v1::{Condition, LabelSelector},
-    util::intstr::IntOrString,
-};
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::{apis::meta::v1::Condition, util::intstr::IntOrString};
 use kube::{CustomResource, KubeSchema};
 
 use super::duration::Duration;
@@ -47,13 +46,13 @@ pub struct RollbackPolicySpec {
     /// Releases in this namespace the policy applies to (by their labels). Empty selects none;
     /// a Release can always name a policy with spec.policyRef.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub selector: Option<LabelSelector>,
+    pub selector: Option<PolicySelector>,
     /// False: detect, record and alert, but do not roll back.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub automatic: Option<bool>,
     /// Revisions kept in a Release's history (the live one and the rollback target always stay).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 2, max = 50))]
+    #[schemars(range(min = crate::api::rules::HISTORY_LIMIT.0, max = crate::api::rules::HISTORY_LIMIT.1))]
     pub history_limit: Option<i32>,
     /// Which revision to roll back to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -77,12 +76,14 @@ pub struct RollbackPolicySpec {
     /// How long to keep guarding a release after it became healthy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new(crate::api::rules::matches(crate::api::rules::DURATION)).message("guardWindow must be a duration such as 30s, 5m or 1h30m"))]
-    #[schemars(length(max = 32))]
+    #[x_kube(validation = Rule::new(crate::api::rules::GUARD_WINDOW.rule()).message(crate::api::rules::GUARD_WINDOW.message().as_str()))]
+    #[schemars(length(max = crate::api::rules::MAX_DURATION_LEN))]
     pub guard_window: Option<Duration>,
     /// No second automatic rollback of the same Release sooner than this.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new(crate::api::rules::matches(crate::api::rules::DURATION)).message("cooldown must be a duration such as 30s, 5m or 1h30m"))]
-    #[schemars(length(max = 32))]
+    #[x_kube(validation = Rule::new(crate::api::rules::COOLDOWN.rule()).message(crate::api::rules::COOLDOWN.message().as_str()))]
+    #[schemars(length(max = crate::api::rules::MAX_DURATION_LEN))]
     pub cooldown: Option<Duration>,
     /// How migrations are run on rollback.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -90,6 +91,52 @@ pub struct RollbackPolicySpec {
     /// What to do when an image's tag cannot be resolved to a digest from its registry.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub digest_resolution: Option<DigestResolution>,
+}
+
+/// Which Releases a policy selects: a label selector, as in a Deployment (every matchLabels
+/// entry and every matchExpressions requirement must hold). Bounded: a selector is a few
+/// labels, and the API server evaluates its rules within a cost budget.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicySelector {
+    /// Labels a Release must have, with these values.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "match_labels_schema")]
+    #[x_kube(validation = Rule::new("self.all(k, k.size() <= 317)").message("selector.matchLabels keys must be label keys: at most 317 characters ([prefix/]name)"))]
+    pub match_labels: Option<BTreeMap<String, String>>,
+    /// Requirements on a Release's labels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 16))]
+    pub match_expressions: Option<Vec<SelectorRequirement>>,
+}
+
+/// The schema of `matchLabels`: at most 32 labels, values at most 63 characters (what a label
+/// value can be).
+fn match_labels_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "maxProperties": 32,
+        "additionalProperties": {"type": "string", "maxLength": 63}
+    })
+}
+
+/// One requirement of a selector: a label key, an operator and values.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.operator in ['In', 'NotIn'] ? (has(self.values) && size(self.values) > 0) : (!has(self.values) || size(self.values) == 0)").message("selector.matchExpressions: In and NotIn need at least one value; Exists and DoesNotExist take none"))]
+pub struct SelectorRequirement {
+    /// The label key.
+    #[schemars(length(min = 1, max = 317))]
+    pub key: String,
+    /// In, NotIn, Exists or DoesNotExist. A string, not an enum, so a policy stored with
+    /// another operator is still read and reported as invalid instead of failing to load.
+    #[schemars(length(min = 1, max = 16))]
+    #[x_kube(validation = Rule::new("self in ['In', 'NotIn', 'Exists', 'DoesNotExist']").message("selector.matchExpressions[].operator must be In, NotIn, Exists or DoesNotExist"))]
+    pub operator: String,
+    /// The values, for In and NotIn.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64), inner(length(max = 63)))]
+    pub values: Option<Vec<String>>,
 }
 
 /// What to do when a tag cannot be resolved to a digest before the rollout.
@@ -123,12 +170,14 @@ pub struct ReadinessPolicy {
     /// A new revision must be fully available this soon after it is applied.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new(crate::api::rules::matches(crate::api::rules::DURATION)).message("readiness.timeout must be a duration such as 30s, 5m or 1h30m"))]
-    #[schemars(length(max = 32))]
+    #[x_kube(validation = Rule::new(crate::api::rules::READINESS_TIMEOUT.rule()).message(crate::api::rules::READINESS_TIMEOUT.message().as_str()))]
+    #[schemars(length(max = crate::api::rules::MAX_DURATION_LEN))]
     pub timeout: Option<Duration>,
     /// After it was healthy, pods NotReady this long count as failing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new(crate::api::rules::matches(crate::api::rules::DURATION)).message("readiness.unreadyFor must be a duration such as 30s, 5m or 1h30m"))]
-    #[schemars(length(max = 32))]
+    #[x_kube(validation = Rule::new(crate::api::rules::UNREADY_FOR.rule()).message(crate::api::rules::UNREADY_FOR.message().as_str()))]
+    #[schemars(length(max = crate::api::rules::MAX_DURATION_LEN))]
     pub unready_for: Option<Duration>,
     /// How many pods (count, or percent of replicas like "25%") may be NotReady that long.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -142,7 +191,7 @@ pub struct ReadinessPolicy {
 pub struct CrashLoopPolicy {
     /// Restarts of one container of the new revision that count as a crash loop.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1, max = 1000))]
+    #[schemars(range(min = crate::api::rules::CRASH_LOOP_RESTARTS.0, max = crate::api::rules::CRASH_LOOP_RESTARTS.1))]
     pub restarts: Option<i32>,
 }
 
@@ -153,7 +202,8 @@ pub struct ImagePullPolicy {
     /// A pod of the new revision that cannot pull its image this long counts as failing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new(crate::api::rules::matches(crate::api::rules::DURATION)).message("imagePull.failFor must be a duration such as 30s, 5m or 1h30m"))]
-    #[schemars(length(max = 32))]
+    #[x_kube(validation = Rule::new(crate::api::rules::IMAGE_PULL_FAIL_FOR.rule()).message(crate::api::rules::IMAGE_PULL_FAIL_FOR.message().as_str()))]
+    #[schemars(length(max = crate::api::rules::MAX_DURATION_LEN))]
     pub fail_for: Option<Duration>,
 }
 
@@ -169,13 +219,14 @@ pub struct MetricCheck {
     /// How often to ask.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new(crate::api::rules::matches(crate::api::rules::DURATION)).message("metrics[].interval must be a duration such as 30s, 5m or 1h30m"))]
-    #[schemars(length(max = 32))]
+    #[x_kube(validation = Rule::new(crate::api::rules::METRIC_INTERVAL.rule()).message(crate::api::rules::METRIC_INTERVAL.message().as_str()))]
+    #[schemars(length(max = crate::api::rules::MAX_DURATION_LEN))]
     pub interval: Option<Duration>,
     /// The threshold.
     pub fail_when: Threshold,
     /// Consecutive failing answers that fail the release.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1, max = 100))]
+    #[schemars(range(min = crate::api::rules::FAILURE_LIMIT.0, max = crate::api::rules::FAILURE_LIMIT.1))]
     pub failure_limit: Option<i32>,
 }
 
@@ -215,7 +266,8 @@ pub struct MigrationPolicy {
     /// Longest a migration Job may run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new(crate::api::rules::matches(crate::api::rules::DURATION)).message("migrations.timeout must be a duration such as 30s, 5m or 1h30m"))]
-    #[schemars(length(max = 32))]
+    #[x_kube(validation = Rule::new(crate::api::rules::MIGRATION_TIMEOUT.rule()).message(crate::api::rules::MIGRATION_TIMEOUT.message().as_str()))]
+    #[schemars(length(max = crate::api::rules::MAX_DURATION_LEN))]
     pub timeout: Option<Duration>,
     /// What to do when a migration Job fails.
     #[serde(default, skip_serializing_if = "Option::is_none")]

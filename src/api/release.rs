@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
     shortname = "rls",
     category = "rewind",
     doc = "A release of a Deployment that Rewind pins to image digests and can roll back",
+    validation = Rule::new("self.metadata.name.size() <= 63").message("metadata.name must be at most 63 characters: Rewind puts the Release's name in the label rewind.dev/release on the Deployment's pods, and a label value is at most 63"),
     printcolumn(name = "Target", type_ = "string", json_path = ".spec.target.name"),
     printcolumn(
         name = "Desired",
@@ -173,11 +174,11 @@ fn default_true() -> bool {
 pub struct MigrationCommand {
     /// Entrypoint; the image's when empty.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 64))]
+    #[schemars(length(max = 64), inner(length(max = 1024)))]
     pub command: Vec<String>,
     /// Arguments.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 256))]
+    #[schemars(length(max = 256), inner(length(max = 1024)))]
     pub args: Vec<String>,
 }
 

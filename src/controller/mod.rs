@@ -5,6 +5,7 @@
 mod deploy;
 mod error;
 mod observe;
+mod policy;
 mod reconcile;
 mod trim;
 mod watches;
@@ -280,6 +281,8 @@ pub async fn run(client: Client, options: Options, metrics: Metrics, ready: Arc<
         })
         .shutdown_on_signal();
 
+    // RollbackPolicies report their own validity (Ready/Invalid) from a small controller.
+    tokio::spawn(policy::run(client.clone(), options.namespace.clone()));
     controller
         .run(reconcile::reconcile, error::error_policy, ctx)
         .for_each(|res| async move {

@@ -19,7 +19,8 @@ pub const PINNED: &str = "Pinned";
 pub const MANUAL_ROLLBACK: &str = "ManualRollback";
 
 /// Set condition `type_` in `conditions`, keeping lastTransitionTime when the status did not
-/// change, so re-deciding the same state writes the same bytes.
+/// change, so re-deciding the same state writes the same bytes. The message is bounded
+/// ([`MESSAGE_MAX`](super::text::MESSAGE_MAX)): it may quote annotations and pod names.
 pub fn set(
     conditions: &mut Vec<Condition>,
     type_: &str,
@@ -50,7 +51,7 @@ pub fn set_status(
     generation: i64,
     now: Timestamp,
 ) {
-    let message = message.into();
+    let message = super::text::bounded(&message.into(), super::text::MESSAGE_MAX);
     match conditions.iter_mut().find(|c| c.type_ == type_) {
         Some(c) => {
             if c.status != status {

@@ -9,12 +9,13 @@ use super::{
     Template, TemplateContainer, conditions,
     history::known_digest,
     plan::{Planner, add, images_summary},
+    text::{DETAIL_MAX, bounded},
     views::{PodView, Workload},
 };
 use crate::{
     api::{
         DigestSource, Outcome, Phase, PinnedImage, PinnedMigration, ReleaseSpec, ReleaseStatus,
-        Revision, RollbackPhase,
+        Revision, RollbackPhase, rules::MAX_IMAGE_LEN,
     },
     image::{ImageRef, is_digest},
     reasons,
@@ -94,7 +95,9 @@ impl Planner<'_> {
             .iter()
             .filter_map(|i| {
                 let image = workload.images.get(&i.container)?.image.clone();
-                if image.is_empty() {
+                // Nothing to record, or more than any image reference a Release may hold:
+                // such a text is not copied into status (cut short, it would not be an image).
+                if image.is_empty() || image.len() > MAX_IMAGE_LEN as usize {
                     return None;
                 }
                 let (digest, from) = match ImageRef::parse(&image).digest.filter(|d| is_digest(d)) {
@@ -146,13 +149,16 @@ impl Planner<'_> {
 
     pub(super) fn deploy(&mut self, workload: &Workload) {
         let spec = &self.release.spec;
-        let number = self
-            .status
-            .history
-            .iter()
-            .map(|r| r.revision)
-            .max()
-            .map_or(1, |m| m + 1);
+        let newest = self.status.history.iter().map(|r| r.revision).max();
+        let Some(number) = newest.map_or(Some(1), |m| m.max(0).checked_add(1)) else {
+            // Only a status written by someone else can get here (revision 2^63-1).
+            let msg = format!(
+                "cannot number a new revision after {}: status.history holds the largest revision number there is; delete and recreate the Release",
+                newest.unwrap_or_default()
+            );
+            self.stall(reasons::REVISIONS_EXHAUSTED, msg);
+            return;
+        };
         // The digest in the reference, else the one recorded for this version (a Git revert
         // brings back the same bits, even if the tag moved), else the registry's answer.
         let mut unresolved: Vec<String> = Vec::new();
@@ -170,11 +176,13 @@ impl Planner<'_> {
                             Some(Ok(d)) => (Some(d.clone()), Some(DigestSource::Registry)),
                             Some(Err(e)) => {
                                 first_error.get_or_insert(e.reason());
+                                // The registry's words are its own: bounded.
                                 unresolved.push(format!(
-                                    "{}={} ({}: {e})",
+                                    "{}={} ({}: {})",
                                     i.container,
                                     i.image,
-                                    e.reason()
+                                    e.reason(),
+                                    bounded(&e.to_string(), DETAIL_MAX)
                                 ));
                                 (None, None)
                             }

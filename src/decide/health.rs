@@ -44,9 +44,9 @@ const PULL_FAILURES: [&str; 4] = [
     "ErrImageNeverPull",
 ];
 
-/// How many items, as a replica count (saturating: never wraps).
-fn count<T>(items: impl Iterator<Item = T>) -> i32 {
-    i32::try_from(items.count()).unwrap_or(i32::MAX)
+/// `count` (of pods) is at least `replicas`, compared without a lossy cast.
+fn count_at_least(count: usize, replicas: i32) -> bool {
+    i64::try_from(count).unwrap_or(i64::MAX) >= i64::from(replicas)
 }
 
 fn earliest(a: Option<Timestamp>, b: Option<Timestamp>) -> Option<Timestamp> {
@@ -136,8 +136,8 @@ pub fn judge_rollout(
         // runs pods.
         return Verdict::Waiting { recheck };
     }
-    let ready = count(mine.iter().filter(|p| p.ready));
-    if current && workload.rolled_out() && ready >= workload.replicas {
+    let ready = mine.iter().filter(|p| p.ready).count();
+    if current && workload.rolled_out() && count_at_least(ready, workload.replicas) {
         return Verdict::Healthy;
     }
     let mut deadline = clock.due(deployed_at, policy.readiness_timeout);
@@ -210,9 +210,11 @@ pub fn judge_guarded(
         }
     }
     let allowed = policy.max_unready_of(workload.replicas);
-    if long_unready.len() as i32 > allowed {
+    // The pod whose due time made the count exceed `allowed` (None while it does not).
+    let over = usize::try_from(allowed.max(0)).unwrap_or(usize::MAX);
+    if long_unready.len() > over {
         long_unready.sort_by_key(|(_, due)| *due);
-        let at = long_unready[allowed.max(0) as usize].1;
+        let at = long_unready.get(over).map_or(clock.now, |(_, due)| *due);
         let names: Vec<&str> = long_unready.iter().map(|(n, _)| *n).collect();
         return Verdict::Failed(Failing {
             trigger: Trigger::Readiness,

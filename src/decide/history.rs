@@ -7,8 +7,14 @@ use crate::{
     image::{ImageRef, is_digest},
 };
 
+/// The most bytes (as JSON) `status.history` may take, whatever `historyLimit` allows: 50
+/// revisions of 32 images of 512 characters each would be about 1.3 MiB, next to etcd's
+/// 1.5 MiB for the whole object (spec, annotations and the rest of the status included).
+pub(super) const HISTORY_BUDGET: usize = 512 * 1024;
+
 impl Planner<'_> {
-    /// Keep the newest `historyLimit` revisions, never dropping the live one or a rollback's.
+    /// Keep the newest `historyLimit` revisions, and no more than [`HISTORY_BUDGET`] bytes of
+    /// them, never dropping the live one or a rollback's.
     pub(super) fn cap_history(&mut self) {
         let limit = self.policy.history_limit;
         let live = self.status.revision;
@@ -29,15 +35,23 @@ impl Planner<'_> {
         self.status
             .history
             .sort_by_key(|r| std::cmp::Reverse(r.revision));
+        let oldest_droppable =
+            |history: &[Revision]| history.iter().rposition(|r| !keep.contains(&r.revision));
         while self.status.history.len() > limit {
-            match self
-                .status
-                .history
-                .iter()
-                .rposition(|r| !keep.contains(&r.revision))
-            {
+            match oldest_droppable(&self.status.history) {
                 Some(i) => {
                     self.status.history.remove(i);
+                }
+                None => break,
+            }
+        }
+        let size = |r: &Revision| serde_json::to_vec(r).map_or(0, |v| v.len().saturating_add(1));
+        let mut total: usize = self.status.history.iter().map(size).sum();
+        while total > HISTORY_BUDGET {
+            match oldest_droppable(&self.status.history) {
+                Some(i) => {
+                    let dropped = self.status.history.remove(i);
+                    total = total.saturating_sub(size(&dropped));
                 }
                 None => break,
             }

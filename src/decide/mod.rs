@@ -13,7 +13,8 @@
 //! - `requests.rs`: what people ask by annotation (manual rollback, retry);
 //! - `history.rs`: the history cap, choosing a rollback target, digests already known;
 //! - `views.rs`: the Deployment and Pods as the planner sees them; `policy.rs`: a policy with
-//!   its defaults; `conditions.rs`: condition types and setting them.
+//!   its defaults and bounds, and which policy a Release has; `conditions.rs`: condition types
+//!   and setting them; `text.rs`: bounding outside text before it enters a status.
 
 pub mod clock;
 pub mod conditions;
@@ -25,6 +26,7 @@ mod plan;
 pub mod policy;
 mod requests;
 mod rollback;
+pub mod text;
 pub mod views;
 
 use std::collections::BTreeMap;

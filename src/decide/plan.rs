@@ -12,6 +12,7 @@ use super::{
     clock::Clock,
     conditions,
     deploy::spec_differs,
+    text::{MESSAGE_MAX, bounded},
 };
 use crate::{
     api::{Phase, PinnedImage, Release, ReleaseStatus, Revision, Rollback},
@@ -92,7 +93,7 @@ impl<'a> Planner<'a> {
         self.events.push(Note {
             kind,
             reason,
-            message: message.into(),
+            message: bounded(&message.into(), MESSAGE_MAX),
         });
     }
 
@@ -180,6 +181,8 @@ impl<'a> Planner<'a> {
 
     /// Report a problem that needs a person, once (Event only when the reason changes).
     pub(super) fn stall(&mut self, reason: &'static str, message: String) {
+        // Compared with the condition as stored, which is bounded.
+        let message = bounded(&message, MESSAGE_MAX);
         let already = conditions::get(&self.status.conditions, conditions::STALLED)
             .is_some_and(|c| c.status == "True" && c.reason == reason && c.message == message);
         if !already {

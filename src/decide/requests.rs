@@ -1,6 +1,9 @@
 //! What people ask for by annotation: `rewind.dev/retry` (unblock a rolled-back version) and
 //! `rewind.dev/rollback-to` (a manual rollback, on the Release or its Deployment), each acted on
 //! once per distinct value.
+//!
+//! Annotation values are anyone's text: what is kept of them in status is bounded
+//! ([`bounded_key`] for the values kept to compare, [`bounded`] for who asked and for messages).
 
 use super::{
     EventKind::{Normal, Warning},
@@ -8,6 +11,7 @@ use super::{
     health::Failing,
     history::choose_target,
     plan::Planner,
+    text::{NAME_MAX, bounded, bounded_key},
     views::Workload,
 };
 use crate::{
@@ -28,8 +32,8 @@ impl Planner<'_> {
         let handled = self.status.handled.get_or_insert_with(Handled::default);
         match value {
             None => handled.retry = None,
-            Some(v) if handled.retry.as_ref() != Some(&v) => {
-                handled.retry = Some(v);
+            Some(v) if !already_handled(handled.retry.as_deref(), &v) => {
+                handled.retry = Some(bounded_key(&v, NAME_MAX));
                 if let Some(b) = self.status.blocked.take() {
                     self.note(
                         Normal,
@@ -79,10 +83,10 @@ impl Planner<'_> {
                 *slot = None;
                 continue;
             };
-            if slot.as_ref() == Some(&value) {
+            if already_handled(slot.as_deref(), &value) {
                 continue;
             }
-            *slot = Some(value.clone());
+            *slot = Some(bounded_key(&value, NAME_MAX));
             let source = if from_target {
                 format!(
                     "annotation {} on Deployment {}",
@@ -92,28 +96,30 @@ impl Planner<'_> {
             } else {
                 format!("annotation {} on the Release", labels::ROLLBACK_TO)
             };
+            let shown = bounded(&value, NAME_MAX);
             match self.resolve_manual_target(&value) {
                 Err(refusal) => {
                     let why = refusal.reason();
                     let msg = format!(
-                        "rollback to {value:?} ({source}) refused: {refusal}; nothing was changed"
+                        "rollback to {shown:?} ({source}) refused: {refusal}; nothing was changed"
                     );
                     self.condition(conditions::MANUAL_ROLLBACK, false, why, msg.clone());
                     self.note(Warning, why, msg);
                 }
                 Ok((from, to)) => {
                     let requested_by = if from_target {
-                        workload.requested_by.clone()
+                        workload.requested_by.as_deref()
                     } else {
                         self.release
                             .annotations()
                             .get(labels::REQUESTED_BY)
-                            .cloned()
-                    };
+                            .map(String::as_str)
+                    }
+                    .map(|who| bounded(who, NAME_MAX));
                     let who = requested_by
                         .clone()
                         .unwrap_or_else(|| "an unnamed user".into());
-                    let message = format!("{who} asked for {value} ({source})");
+                    let message = format!("{who} asked for {shown} ({source})");
                     self.condition(
                         conditions::MANUAL_ROLLBACK,
                         true,
@@ -133,6 +139,16 @@ impl Planner<'_> {
                         });
                     }
                     self.tidy_handled();
+                    // A person named the blocked version: that unblocks it (as a retry
+                    // would), so no plan applies a version its status still says is blocked.
+                    if self
+                        .status
+                        .blocked
+                        .as_ref()
+                        .is_some_and(|b| b.version == to.version)
+                    {
+                        self.status.blocked = None;
+                    }
                     let cause = Failing {
                         trigger: Trigger::Manual,
                         reason: reasons::MANUAL_ROLLBACK,
@@ -158,12 +174,18 @@ impl Planner<'_> {
             .map(|i| self.status.history[i].clone())
             .ok_or(Refusal::NothingDeployed)?;
         let target = if value == labels::PREVIOUS {
-            choose_target(
-                &self.status.history,
-                live.revision,
-                RollbackTarget::LastHealthy,
-            )
-            .ok_or_else(|| Refusal::NoHealthyBefore(live.version.clone(), live.revision))?
+            // Not a revision of the blocked version: those are the bits that just failed,
+            // which only a request naming that version (or a retry) brings back.
+            let blocked = self.status.blocked.as_ref().map(|b| b.version.as_str());
+            let candidates: Vec<Revision> = self
+                .status
+                .history
+                .iter()
+                .filter(|r| Some(r.version.as_str()) != blocked)
+                .cloned()
+                .collect();
+            choose_target(&candidates, live.revision, RollbackTarget::LastHealthy)
+                .ok_or_else(|| Refusal::NoHealthyBefore(live.version.clone(), live.revision))?
         } else {
             self.status
                 .history
@@ -172,7 +194,7 @@ impl Planner<'_> {
                 .max_by_key(|r| r.revision)
                 .cloned()
                 .ok_or_else(|| Refusal::NotInHistory {
-                    value: value.to_owned(),
+                    value: bounded(value, NAME_MAX),
                     known: self
                         .status
                         .history
@@ -200,6 +222,12 @@ impl Planner<'_> {
         }
         Ok((live, target))
     }
+}
+
+/// `value` was acted on already: `handled` is what status keeps of it (bounded), or, from an
+/// operator before bounds, the whole value.
+fn already_handled(handled: Option<&str>, value: &str) -> bool {
+    handled.is_some_and(|h| h == value || h == bounded_key(value, NAME_MAX))
 }
 
 /// Why a `rewind.dev/rollback-to` request is refused (nothing changes).

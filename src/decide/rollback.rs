@@ -15,6 +15,7 @@ use super::{
     history::choose_target,
     plan::{Planner, add},
     policy,
+    text::{MESSAGE_MAX, bounded},
     views::Workload,
 };
 use crate::{
@@ -47,7 +48,7 @@ impl Planner<'_> {
             e.failure = Some(Failure {
                 trigger: f.trigger,
                 reason: f.reason.into(),
-                message: f.message.clone(),
+                message: bounded(&f.message, MESSAGE_MAX),
                 at: Time(f.at),
             });
         }
@@ -100,10 +101,13 @@ impl Planner<'_> {
             at: detected_at,
         } = cause;
         let uid = self.release.uid().unwrap_or_default();
+        // The first 8 characters (not bytes: a uid is the API server's, but never slice
+        // text Rewind did not write inside a character).
+        let uid: String = uid.chars().take(8).collect();
+        let message = bounded(&message, MESSAGE_MAX);
         let rollback = Rollback {
             id: format!(
-                "{}-{}-{}-{}",
-                &uid[..uid.len().min(8)],
+                "{uid}-{}-{}-{}",
                 from.revision,
                 to.revision,
                 detected_at.as_second()
@@ -211,8 +215,7 @@ impl Planner<'_> {
         self.confirm = true;
         rb.phase = RollbackPhase::Failed;
         rb.completed_at = Some(Time(self.now));
-        rb.duration_seconds =
-            Some((self.now.as_millisecond() - rb.detected_at.0.as_millisecond()) as f64 / 1000.0);
+        rb.duration_seconds = Some(seconds_between(rb.detected_at.0, self.now));
         self.status.rollback = Some(rb.clone());
         self.status.rollbacks.insert(0, rb.clone());
         self.status.rollbacks.truncate(policy::ROLLBACKS_KEPT);
@@ -227,10 +230,10 @@ impl Planner<'_> {
             .pods
             .iter()
             .filter(|p| p.revision == Some(target.revision) && !p.terminating && p.ready)
-            .count() as i32;
+            .count();
         let done = workload.template_revision == Some(target.revision)
             && workload.rolled_out()
-            && ready >= workload.replicas;
+            && i64::try_from(ready).unwrap_or(i64::MAX) >= i64::from(workload.replicas);
         let restored_at = rb.images_restored_at.as_ref().map_or(self.now, |t| t.0);
         let deadline = self.clock().due(restored_at, self.policy.readiness_timeout);
         if !done && !self.clock().passed(deadline) {
@@ -244,8 +247,7 @@ impl Planner<'_> {
             return;
         }
         rb.completed_at = Some(Time(self.now));
-        rb.duration_seconds =
-            Some((self.now.as_millisecond() - rb.detected_at.0.as_millisecond()) as f64 / 1000.0);
+        rb.duration_seconds = Some(seconds_between(rb.detected_at.0, self.now));
         let from_version = rb.from.version.clone();
         self.status.revision = Some(target.revision);
         self.status.version = Some(target.version.clone());
@@ -354,4 +356,14 @@ impl Planner<'_> {
             self.set_phase(Phase::RolledBack, reasons::ROLLED_BACK, msg);
         }
     }
+}
+
+/// Seconds from `from` to `to` (0 if `to` is earlier), at millisecond precision.
+fn seconds_between(from: Timestamp, to: Timestamp) -> f64 {
+    let ms = to
+        .as_millisecond()
+        .saturating_sub(from.as_millisecond())
+        .max(0);
+    // Any span between two timestamps is under 2^53 ms, exact as an f64.
+    ms as f64 / 1000.0
 }

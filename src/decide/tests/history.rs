@@ -179,3 +179,49 @@ fn history_cap_never_drops_the_last_healthy_revision() {
         "the kept healthy revision is the rollback target (not Degraded NoRollbackTarget)"
     );
 }
+
+/// Many large images in many revisions: the history stays within its byte budget, keeping the
+/// live revision and the rollback target, whatever historyLimit allows.
+#[test]
+fn history_is_capped_by_size_too() {
+    let mut w = healthy_v1();
+    w.policy.history_limit = 50;
+    let containers: Vec<String> = (0..32).map(|i| format!("c{i}")).collect();
+    for c in &containers {
+        w.workload_mut().images.insert(
+            c.clone(),
+            ContainerSlot {
+                image: String::new(),
+                init: false,
+            },
+        );
+    }
+    for i in 2..40u32 {
+        let v = format!("{i}.0.0");
+        let long: Vec<(String, String)> = containers
+            .iter()
+            .map(|c| (c.clone(), format!("{REPO}/{}:{v}", "x".repeat(450))))
+            .collect();
+        let images: Vec<(&str, &str)> =
+            long.iter().map(|(c, i)| (c.as_str(), i.as_str())).collect();
+        w.release.spec = release(&v).images(&images).build().spec;
+        *w.release.metadata.generation.get_or_insert(0) += 1;
+        let at = 100 * i64::from(i);
+        w.at(at).step();
+        w.at(at + 20).roll_out().step();
+    }
+    let s = w.status();
+    let bytes = serde_json::to_vec(&s.history).unwrap().len();
+    assert!(
+        bytes <= crate::decide::history::HISTORY_BUDGET,
+        "{bytes} bytes"
+    );
+    assert!(
+        (10..38).contains(&s.history.len()),
+        "{} revisions",
+        s.history.len()
+    );
+    assert_eq!(s.phase, Some(Phase::Healthy));
+    let live = s.revision.unwrap();
+    assert!(revisions(s).contains(&live));
+}

@@ -30,6 +30,7 @@ use crate::{
 };
 
 mod deploy;
+mod fuzz;
 mod history;
 mod plan;
 mod requests;

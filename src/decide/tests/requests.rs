@@ -375,6 +375,10 @@ fn manual_rollback_to_the_blocked_version_unblocks_it() {
     // On second thought, 2.0.0 was fine: roll forward to it.
     let p = w.annotate(labels::ROLLBACK_TO, "2.0.0").at(300).step();
     assert_eq!(rollback(&p.status).to.revision, 2);
+    assert_eq!(
+        p.status.blocked, None,
+        "named by a person, it is unblocked as the rollback starts, not applied while blocked"
+    );
     w.complete_rollback(310);
     let p = w.at(400).step();
     assert_eq!(
@@ -404,5 +408,143 @@ fn automatic_rollback_skips_a_version_a_person_rolled_back() {
         rollback(&p.status).to.version,
         "1.0.0",
         "an automatic rollback never goes to a version a person rolled back"
+    );
+}
+
+/// Found by the fuzz test: 4.0.0 healthy (revision 1), then 1.0.0 (2), then 4.0.0 again (3)
+/// fails and is rolled back to 1.0.0: 4.0.0 is blocked. `previous` must not pick revision 1,
+/// the same bits that just failed, while its own status says 4.0.0 is blocked.
+#[test]
+fn previous_skips_revisions_of_the_blocked_version() {
+    let mut w = World::new(release("4.0.0").build(), deployment().build());
+    w.at(0).step();
+    w.at(20).roll_out().step();
+    w.at(40).roll_out().step();
+    w.deploy_healthy("1.0.0", 100);
+    w.set_version("4.0.0").at(200).step();
+    w.at(210).pods_come_up(PodState::NotReady).step();
+    w.at(900).step();
+    w.complete_rollback(910);
+    assert_eq!(
+        w.status().blocked.as_ref().map(|b| b.version.as_str()),
+        Some("4.0.0")
+    );
+    let p = w
+        .annotate(labels::ROLLBACK_TO, labels::PREVIOUS)
+        .at(1000)
+        .step();
+    assert_eq!(p.apply, None, "{:#?}", p.events);
+    assert_eq!(
+        cond(&p.status, conditions::MANUAL_ROLLBACK),
+        is("False", reasons::UNKNOWN_VERSION)
+    );
+    // Named, 4.0.0 means its newest revision, the one that failed: refused too.
+    let p = w.annotate(labels::ROLLBACK_TO, "4.0.0").at(1100).step();
+    assert_eq!(p.apply, None);
+    assert_eq!(
+        cond(&p.status, conditions::MANUAL_ROLLBACK),
+        is("False", reasons::TARGET_NOT_HEALTHY)
+    );
+}
+
+// ---- annotations are anyone's text -------------------------------------------------------
+
+/// A 256 KiB `requested-by` must not be copied into several status fields (etcd holds 1.5 MiB
+/// per object): every text that quotes it is bounded and marked as cut.
+#[test]
+fn a_huge_requested_by_is_bounded_wherever_it_is_copied() {
+    use crate::decide::text::{MARKER, MESSAGE_MAX, NAME_MAX};
+    let mut w = healthy_v1();
+    w.deploy_healthy("2.0.0", 100);
+    let huge = "mallory".repeat(256 * 1024 / 7);
+    let p = w
+        .annotate(labels::ROLLBACK_TO, "1.0.0")
+        .annotate(labels::REQUESTED_BY, &huge)
+        .at(200)
+        .step();
+    let rb = rollback(&p.status);
+    let who = rb.requested_by.as_deref().unwrap();
+    assert!(who.len() <= NAME_MAX && who.ends_with(MARKER), "{who}");
+    assert!(rb.message.len() <= MESSAGE_MAX, "{}", rb.message.len());
+    let failure = entry(&p.status, 2).failure.as_ref().unwrap();
+    assert!(failure.message.len() <= MESSAGE_MAX);
+    for c in &p.status.conditions {
+        assert!(
+            c.message.len() <= MESSAGE_MAX,
+            "{}: {}",
+            c.type_,
+            c.message.len()
+        );
+    }
+    for n in &p.events {
+        assert!(n.message.len() <= MESSAGE_MAX);
+    }
+    let json = serde_json::to_string(&p.status).unwrap();
+    assert!(json.len() < 16 * 1024, "status is {} bytes", json.len());
+}
+
+/// Annotation values kept in `status.handled` are bounded too, and still act once per value:
+/// two long values that differ only at their end are two requests.
+#[test]
+fn huge_annotation_values_are_kept_bounded_and_still_act_once() {
+    use crate::decide::text::NAME_MAX;
+    let mut w = rolled_back_v2();
+    let long = |c: char| format!("{}{c}", "r".repeat(100_000));
+    let p = w.annotate(labels::RETRY, &long('1')).at(600).step();
+    assert_eq!(reasons(&p), [reasons::RETRY, reasons::DEPLOYING]);
+    let kept = p
+        .status
+        .handled
+        .as_ref()
+        .and_then(|h| h.retry.clone())
+        .unwrap();
+    assert!(kept.len() <= NAME_MAX, "{}", kept.len());
+    // The same value: nothing new.
+    let p = w.at(610).step();
+    assert_eq!((p.events, p.apply), (vec![], None));
+    // Fails again, is rolled back; a value differing only in its last byte retries again.
+    w.policy.cooldown = Duration::ZERO;
+    w.at(620).pods_come_up(PodState::CrashLoop(3)).step();
+    w.complete_rollback(630);
+    assert_eq!(w.at(700).step().apply, None, "the first value is used up");
+    let p = w.annotate(labels::RETRY, &long('2')).at(800).step();
+    assert!(p.apply.is_some(), "a new value retries: {:#?}", p.events);
+
+    // A rollback-to value that long names no version: refused once, quoted bounded.
+    let mut w = healthy_v1();
+    let p = w.annotate(labels::ROLLBACK_TO, &long('x')).at(100).step();
+    let c = condition(&p.status, conditions::MANUAL_ROLLBACK);
+    assert_eq!(c.reason, reasons::UNKNOWN_VERSION);
+    assert!(c.message.len() <= crate::decide::text::MESSAGE_MAX);
+    assert_eq!(
+        w.at(200).step().events,
+        vec![],
+        "refused once, not on every pass"
+    );
+}
+
+/// Revision numbers come from status, which someone else can write: the next number is
+/// computed without overflow, and the largest one there is stalls instead of wrapping.
+#[test]
+fn revision_numbers_never_overflow() {
+    let mut w = World::new(
+        release("2.0.0").build(),
+        deployment().image("api", &pinned(1)).serving().build(),
+    );
+    w.release.status = Some(ReleaseStatus {
+        revision: Some(i64::MAX),
+        version: Some("1.0.0".into()),
+        history: vec![Revision {
+            revision: i64::MAX,
+            deployed_at: Some(Time(t(0))),
+            ..rev(1, "1.0.0", Outcome::Healthy, Some(0), Some(1))
+        }],
+        ..Default::default()
+    });
+    let p = w.at(100).step();
+    assert_eq!(p.apply, None);
+    assert_eq!(
+        cond(&p.status, conditions::STALLED),
+        is("True", reasons::REVISIONS_EXHAUSTED)
     );
 }
