@@ -153,7 +153,7 @@ async fn timed<T>(histogram: &Histogram, work: impl Future<Output = T>) -> T {
 async fn observe_plan_act(release: &Release, ns: &str, ctx: &Context) -> Result<Action, Error> {
     let mut seen = observe::from_caches(ctx, release, ns).await?;
     let policies = ctx.policies.state();
-    let (policy, policy_error) = match decide::policy::resolve(release, &policies) {
+    let (policy, policy_error) = match decide::selection::resolve(release, &policies) {
         Ok(p) => (p, None),
         Err(e) => (decide::Policy::default(), Some(e)),
     };

@@ -26,6 +26,7 @@ mod plan;
 pub mod policy;
 mod requests;
 mod rollback;
+pub mod selection;
 pub mod text;
 pub mod views;
 

@@ -10,10 +10,7 @@ use proptest::prelude::*;
 use super::*;
 use crate::{
     api::{PolicySelector, RollbackPolicySpec, SelectorRequirement, duration},
-    decide::{
-        policy::{MaxUnready, selects},
-        text,
-    },
+    decide::{policy::MaxUnready, selection::selects, text},
     image::{ImageRef, digest_from_image_id},
 };
 
