@@ -570,6 +570,19 @@ impl Fixture {
     /// list and judge after a restart, not just the one a test looks at.
     pub async fn fleet(&self, n: usize) {
         use kube::api::PostParams;
+        // Their own policy, patient with a control plane that is slow to report many rollouts
+        // at once on a loaded machine: the fleet is there to be listed, not judged quickly.
+        let policy: RollbackPolicy = serde_json::from_value(serde_json::json!({
+            "apiVersion": "rewind.dev/v1alpha1", "kind": "RollbackPolicy",
+            "metadata": {"name": "fleet"},
+            "spec": {"readiness": {"timeout": "10m"}, "guardWindow": "0s"}
+        }))
+        .unwrap();
+        self.ns
+            .api::<RollbackPolicy>()
+            .create(&PostParams::default(), &policy)
+            .await
+            .expect("creating the fleet's policy");
         for i in 0..n {
             let name = format!("app-{i}");
             let d = crate::support::deployment(&name, 1, &[&loopback_image("1.0.0")]);
@@ -582,7 +595,7 @@ impl Fixture {
                 "metadata": {"name": name, "labels": {"fleet": "rewind-test"}},
                 "spec": {"version": "1.0.0", "target": {"kind": "Deployment", "name": name},
                          "images": [{"container": "app", "image": loopback_image("1.0.0")}],
-                         "policyRef": {"name": "fast"}}
+                         "policyRef": {"name": "fleet"}}
             }))
             .unwrap();
             self.releases
@@ -594,7 +607,7 @@ impl Fixture {
             &self.releases,
             "fleet=rewind-test",
             &format!("all {n} fleet Releases Healthy"),
-            Duration::from_secs(180),
+            Duration::from_secs(300),
             |all: &[Release]| all.len() == n && all.iter().all(|r| phase(r) == "Healthy"),
         )
         .await;
