@@ -33,7 +33,9 @@ mod deploy;
 mod fuzz;
 mod history;
 mod plan;
+mod registry;
 mod requests;
+mod resume;
 mod rollback;
 
 // ---- fixtures -------------------------------------------------------------------------------
@@ -669,4 +671,15 @@ fn rev(
         outcome,
         failure: None,
     }
+}
+
+/// `healthy_v1`, with the registry answering every lookup from `registry()`.
+fn world_with_registry() -> World {
+    let mut w = healthy_v1();
+    w.resolved = w
+        .registry
+        .iter()
+        .map(|(k, v)| (k.clone(), Ok(v.clone())))
+        .collect();
+    w
 }
