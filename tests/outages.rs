@@ -43,14 +43,15 @@ async fn restart(args: &[&str]) {
 }
 
 /// Stop the API server, keep it down `DOWN_FOR` seconds, start it again, and restart the
-/// controller-manager as a real control plane's would (it loses its leader lease during such an
-/// outage and restarts; ours runs without leader election, and its work queues would otherwise
-/// stay backed off for minutes). Returns the operator's reconcile count before and after.
+/// controller-manager and the scheduler as a real control plane's would (they lose their
+/// leader leases during such an outage and restart; ours run without leader election, and
+/// their work queues would otherwise stay backed off for minutes). Returns the operator's reconcile count before and after.
 async fn api_server_away(f: &Fixture) -> (u64, u64) {
     let before = f.reconciles();
     restart(&["kube-apiserver", "--down-for", &DOWN_FOR.to_string()]).await;
     let after = f.reconciles();
     restart(&["kube-controller-manager"]).await;
+    restart(&["kube-scheduler"]).await;
     (before, after)
 }
 
@@ -72,7 +73,7 @@ async fn api_server_down_mid_rollout_gives_no_false_verdict() {
     );
     // Back: the readiness timeout (20 s) passed during the outage, but that time was blind.
     let r = f
-        .release_until("2.0.0 Healthy after the outage", secs(60), |r| {
+        .release_until("2.0.0 Healthy after the outage", secs(120), |r| {
             phase(r) == "Healthy" && status_of(r).revision == Some(2)
         })
         .await;

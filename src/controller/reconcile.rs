@@ -35,6 +35,9 @@ use crate::{
     registry::ResolveError,
 };
 
+/// The longest a reconcile waits for the API server to confirm a failure verdict.
+const CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// What the controller remembers per Release between reconciles; forgotten when the Release
 /// is deleted (and swept on every full list of Releases, for deletions missed meanwhile).
 #[derive(Default)]
@@ -205,7 +208,15 @@ async fn observe_plan_act(release: &Release, ns: &str, ctx: &Context) -> Result<
         if plan.confirm && !confirmed {
             // A failure verdict from the caches: decide again from what the API server shows
             // now, and act only on that.
-            seen = observe::from_api(ctx, release, ns).await?;
+            // Bounded: a reconcile never waits on a hanging API server for long.
+            seen = tokio::time::timeout(CONFIRM_TIMEOUT, observe::from_api(ctx, release, ns))
+                .await
+                .map_err(|elapsed| {
+                    Error::Confirm(
+                        format!("Release {}'s Deployment and pods", release.name_any()),
+                        kube::Error::Service(Box::new(elapsed)),
+                    )
+                })??;
             ctx.watches.answered(Timestamp::now());
             confirmed = true;
             let fresh = plan_with(&seen.observed, &resolved);

@@ -1,7 +1,12 @@
 //! Time as a decision sees it: now, and the spans when Rewind could not see the cluster (its
 //! watches were disconnected, for example while the API server was down). A deadline does not
 //! count blind time: pods that became Ready while nobody could see them must not be failed for
-//! it, so each deadline is pushed back by the blind time that fell inside its window.
+//! it, so each deadline is pushed back by the blind time that fell inside its window. After an
+//! outage (a span of [`OUTAGE_MIN`] or more) it is pushed back again for the cluster to
+//! recover: its controllers, nodes and kubelets come back after the API server does (node
+//! leases lapse after 40–50 s; controllers' work queues have backed off), so by the outage's
+//! length, at least [`RECOVERY_MIN`] and at most [`RECOVERY_MAX`]. A routine watch restart (a
+//! span of milliseconds) moves deadlines by no more than itself.
 
 use jiff::{SignedDuration, Timestamp};
 
@@ -23,7 +28,11 @@ pub struct Clock<'a> {
     pub blind: &'a [Blind],
 }
 
-/// The most a deadline is moved for the cluster to recover after one blind span.
+/// A blind span at least this long is an outage the cluster must recover from.
+pub const OUTAGE_MIN: SignedDuration = SignedDuration::from_secs(5);
+/// The least a deadline is moved for the cluster to recover after an outage.
+pub const RECOVERY_MIN: SignedDuration = SignedDuration::from_secs(60);
+/// The most a deadline is moved for the cluster to recover after one outage.
 pub const RECOVERY_MAX: SignedDuration = SignedDuration::from_secs(300);
 
 /// `t + d`, saturating at the end of time (a huge duration never overflows).
@@ -41,8 +50,8 @@ impl<'a> Clock<'a> {
 
     /// When a wait of `wait` that began at `start` ends, not counting blind time inside it: each
     /// blind span that starts before the (pushed-back) deadline moves it by the part of the span
-    /// after `start`, plus the span's whole length again (at most [`RECOVERY_MAX`]) for the
-    /// cluster to recover once it has ended. A span that ended before `start` does not count.
+    /// after `start`, plus, once an outage has ended, time for the cluster to recover (see the
+    /// module doc). A span that ended before `start` does not count.
     /// While a span lasts, it counts up to now, so no deadline passes while blind.
     pub fn due(&self, start: Timestamp, wait: std::time::Duration) -> Timestamp {
         let mut due = add(start, wait);
@@ -54,8 +63,9 @@ impl<'a> Clock<'a> {
             let to = b.to.unwrap_or(self.now).max(from);
             let blind = to.duration_since(from);
             // Recovery depends on how long the whole outage was, not on its part after start.
-            let recovery = if b.to.is_some() {
-                to.duration_since(b.from).min(RECOVERY_MAX)
+            let whole = to.duration_since(b.from);
+            let recovery = if b.to.is_some() && whole >= OUTAGE_MIN {
+                whole.clamp(RECOVERY_MIN, RECOVERY_MAX)
             } else {
                 SignedDuration::ZERO
             };
@@ -96,13 +106,13 @@ mod tests {
         };
         assert_eq!(
             c.due(t(0), Duration::from_secs(60)),
-            t(100),
-            "20 s blind, and 20 s for the cluster to recover"
+            t(140),
+            "20 s blind, and at least 60 s for the cluster to recover"
         );
         assert_eq!(
             c.due(t(40), Duration::from_secs(60)),
-            t(130),
-            "10 s of it after start, and 20 s to recover from it"
+            t(170),
+            "10 s of it after start, and 60 s to recover from it"
         );
         assert_eq!(
             c.due(t(60), Duration::from_secs(60)),
@@ -129,6 +139,20 @@ mod tests {
         let due = c.due(t(0), Duration::from_secs(60));
         assert!(due > c.now, "{due} should be after now");
         assert!(!c.passed(t(10)), "nothing passes while blind");
+    }
+
+    #[test]
+    fn a_routine_watch_restart_moves_deadlines_by_no_more_than_itself() {
+        let blind = [Blind {
+            from: t(30),
+            to: Some(Timestamp::from_millisecond(t(30).as_millisecond() + 40).unwrap()),
+        }];
+        let c = Clock {
+            now: t(100),
+            blind: &blind,
+        };
+        let due = c.due(t(0), Duration::from_secs(60));
+        assert_eq!(due.as_millisecond(), t(60).as_millisecond() + 40);
     }
 
     #[test]
