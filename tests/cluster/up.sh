@@ -302,17 +302,6 @@ start() {
   STARTED+=("$comp")
 }
 
-healthy() {
-  case $1 in
-    etcd) curl -sf --max-time 2 "http://127.0.0.1:$ETCD_PORT/health" 2>/dev/null | grep -q '"health":"true"' ;;
-    kube-apiserver) apiserver_ready ;;
-    kube-controller-manager) curl -skf --max-time 2 "https://127.0.0.1:$KCM_PORT/healthz" >/dev/null 2>&1 ;;
-    kube-scheduler) curl -skf --max-time 2 "https://127.0.0.1:$SCHEDULER_PORT/healthz" >/dev/null 2>&1 ;;
-    kwok) curl -sf --max-time 2 "http://127.0.0.1:$KWOK_PORT/healthz" >/dev/null 2>&1 ;;
-    registry | registry-auth) registry_healthy "$1" ;;
-  esac
-}
-
 # check_alive <component>: fail if its process is gone.
 check_alive() {
   local pid rc
