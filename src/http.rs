@@ -1,4 +1,5 @@
-//! The operator's HTTP endpoint: /metrics, /healthz (alive), /readyz (caches synced).
+//! The operator's HTTP endpoint: /metrics, /healthz (alive), /readyz (caches synced; the body
+//! says whether this replica leads).
 
 use std::{
     net::SocketAddr,
@@ -10,15 +11,35 @@ use std::{
 
 use axum::{Router, extract::State, http::StatusCode, routing::get};
 
-use crate::metrics::Metrics;
+use crate::{leader::Leadership, metrics::Metrics};
 
 /// What the endpoints read.
 #[derive(Clone)]
 pub struct Health {
     /// Metrics to render.
     pub metrics: Metrics,
-    /// Set once the caches have synced.
-    pub ready: Arc<AtomicBool>,
+    /// One per controller, set once its caches have synced.
+    pub ready: Vec<Arc<AtomicBool>>,
+    /// Whether this replica leads.
+    pub leader: Leadership,
+}
+
+/// The content type of prometheus-client's text encoding (OpenMetrics 1.0).
+pub const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// /readyz: 200 once every cache has synced, for the leader and a standby alike (a standby
+/// that is not Ready would make a PodDisruptionBudget block draining the leader's node); the
+/// body says which this replica is. 503 before the caches sync.
+fn readiness(h: &Health) -> (StatusCode, String) {
+    h.metrics.leader.set(i64::from(h.leader.is_leading()));
+    if h.ready.iter().all(|r| r.load(Ordering::Relaxed)) {
+        (StatusCode::OK, format!("ready: {}\n", h.leader.describe()))
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("caches not synced yet ({})\n", h.leader.describe()),
+        )
+    }
 }
 
 /// Serve until the process ends. Returns the bound address (useful with port 0).
@@ -28,18 +49,18 @@ pub async fn serve(addr: SocketAddr, health: Health) -> std::io::Result<SocketAd
     let app = Router::new()
         .route(
             "/metrics",
-            get(|State(h): State<Health>| async move { h.metrics.render() }),
+            get(|State(h): State<Health>| async move {
+                h.metrics.leader.set(i64::from(h.leader.is_leading()));
+                (
+                    [(http::header::CONTENT_TYPE, METRICS_CONTENT_TYPE)],
+                    h.metrics.render(),
+                )
+            }),
         )
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(|| async { "ok\n" }))
         .route(
             "/readyz",
-            get(|State(h): State<Health>| async move {
-                if h.ready.load(Ordering::Relaxed) {
-                    (StatusCode::OK, "ready")
-                } else {
-                    (StatusCode::SERVICE_UNAVAILABLE, "caches not synced yet")
-                }
-            }),
+            get(|State(h): State<Health>| async move { readiness(&h) }),
         )
         .with_state(health);
     tokio::spawn(async move {

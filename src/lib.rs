@@ -7,6 +7,7 @@ pub(crate) mod decide;
 pub mod http;
 pub(crate) mod image;
 pub(crate) mod labels;
+pub mod leader;
 pub mod metrics;
 pub(crate) mod reasons;
 pub mod registry;

@@ -8,11 +8,11 @@ use std::{
 };
 
 use clap::{Parser, Subcommand};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::{Api, Client, CustomResourceExt};
+use kube::{Api, Client, CustomResourceExt, api::ListParams};
 use rewind::{
     api::{Release, RollbackPolicy},
     controller::{self, Options},
+    leader::Leadership,
     metrics::Metrics,
 };
 
@@ -28,16 +28,17 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the operator (uses KUBECONFIG, or the in-cluster service account).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Print the Release and RollbackPolicy CRDs as YAML (pipe to `kubectl apply -f -`).
     Crds,
 }
 
 #[derive(clap::Args)]
 struct RunArgs {
-    /// Watch only this namespace (default: all namespaces).
-    #[arg(long, env = "REWIND_NAMESPACE")]
-    namespace: Option<String>,
+    /// Watch only these namespaces: repeat the flag or separate with commas (default: all
+    /// namespaces). Rewind then needs access to these namespaces only.
+    #[arg(long = "namespace", env = "REWIND_NAMESPACE", value_delimiter = ',')]
+    namespaces: Vec<String>,
     /// Address of /metrics, /healthz and /readyz (port 0 picks a free port).
     #[arg(long, env = "REWIND_METRICS_ADDR", default_value = "0.0.0.0:8080")]
     metrics_addr: SocketAddr,
@@ -58,6 +59,43 @@ struct RunArgs {
     /// Log format.
     #[arg(long, env = "REWIND_LOG_FORMAT", value_parser = ["text", "json"], default_value = "text")]
     log_format: String,
+    /// Read the imagePullSecrets of the target's pods (and of their ServiceAccount) to look up
+    /// tags in private registries; with false, lookups are anonymous and Rewind needs no
+    /// access to Secrets or ServiceAccounts.
+    #[arg(long, env = "REWIND_READ_PULL_SECRETS", default_value_t = true, action = clap::ArgAction::Set)]
+    read_pull_secrets: bool,
+    #[command(flatten)]
+    election: ElectionArgs,
+}
+
+/// Leader election: run several replicas, one acts.
+#[derive(clap::Args)]
+#[command(next_help_heading = "Leader election")]
+struct ElectionArgs {
+    /// Elect one active replica on a coordination.k8s.io Lease; the others keep their caches
+    /// warm and write nothing until they take over.
+    #[arg(long, env = "REWIND_LEADER_ELECT")]
+    leader_elect: bool,
+    /// Name of the Lease.
+    #[arg(long, env = "REWIND_LEASE_NAME", default_value = "rewind-leader")]
+    lease_name: String,
+    /// Namespace of the Lease (in a pod: its own, from POD_NAMESPACE; else the watched
+    /// namespace when there is exactly one).
+    #[arg(long, env = "POD_NAMESPACE")]
+    lease_namespace: Option<String>,
+    /// This replica's name in the Lease (in a pod: its name, from POD_NAME; else host-pid).
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+    /// How long a leader's last renewal holds off the other replicas.
+    #[arg(long, default_value = "15s")]
+    lease_duration: rewind::api::duration::Duration,
+    /// How long after its last successful renewal the leader stops writing (less than the
+    /// lease duration, so it has stopped before another replica may start).
+    #[arg(long, default_value = "10s")]
+    lease_renew_deadline: rewind::api::duration::Duration,
+    /// How often the leader renews and the others try to take over.
+    #[arg(long, default_value = "2s")]
+    lease_retry_period: rewind::api::duration::Duration,
 }
 
 #[tokio::main]
@@ -67,28 +105,74 @@ async fn main() -> ExitCode {
             print!("{}", rewind::api::crds_yaml());
             ExitCode::SUCCESS
         }
-        Command::Run(args) => run(args).await,
+        Command::Run(args) => run(*args).await,
     }
 }
 
-async fn run(args: RunArgs) -> ExitCode {
+async fn run(mut args: RunArgs) -> ExitCode {
     rewind::telemetry::init(args.log_format == "json");
-    let client = match Client::try_default().await {
+    let identity = args
+        .election
+        .identity
+        .clone()
+        .unwrap_or_else(default_identity);
+    if args
+        .election
+        .lease_namespace
+        .as_deref()
+        .is_none_or(str::is_empty)
+        && let [only] = args.namespaces.as_slice()
+    {
+        args.election.lease_namespace = Some(only.clone());
+    }
+    let leader = match leadership(&args.election, &identity) {
+        Ok(l) => l,
+        Err(msg) => {
+            tracing::error!("{msg}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut config = match kube::Config::infer().await {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(error = %e, "no Kubernetes client: set KUBECONFIG or run in a cluster");
             return ExitCode::from(2);
         }
     };
-    if let Err(msg) = check_crds(&client).await {
+    // Named in the API server's audit log: which replica sent what.
+    let agent = format!("rewind/{} ({identity})", env!("CARGO_PKG_VERSION"));
+    if let Ok(v) = http::HeaderValue::from_str(&agent) {
+        config.headers.push((http::header::USER_AGENT, v));
+    }
+    // Two clients: the Lease is written through the plain one; everything else goes through
+    // the fence, which refuses writes while this replica does not lead.
+    let built = kube::client::ClientBuilder::try_from(config.clone())
+        .and_then(|b| Ok((b, Client::try_from(config)?)));
+    let (client, lease_client) = match built {
+        Ok((builder, plain)) => (builder.with_layer(&leader.fence()).build(), plain),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot build a Kubernetes client");
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(msg) = check_crds(&client, &args.namespaces).await {
         tracing::error!("{msg}");
         return ExitCode::from(3);
     }
     let metrics = Metrics::default();
-    let ready = Arc::new(AtomicBool::new(false));
+    let scopes: Vec<Option<String>> = if args.namespaces.is_empty() {
+        vec![None]
+    } else {
+        args.namespaces.iter().cloned().map(Some).collect()
+    };
+    let ready: Vec<Arc<AtomicBool>> = scopes
+        .iter()
+        .map(|_| Arc::new(AtomicBool::new(false)))
+        .collect();
     let health = rewind::http::Health {
         metrics: metrics.clone(),
         ready: ready.clone(),
+        leader: leader.clone(),
     };
     match rewind::http::serve(args.metrics_addr, health).await {
         Ok(addr) => tracing::info!(%addr, "serving /metrics, /healthz, /readyz"),
@@ -98,10 +182,28 @@ async fn run(args: RunArgs) -> ExitCode {
         }
     }
     tracing::info!(
-        namespace = args.namespace.as_deref().unwrap_or("<all>"),
+        namespaces = %if args.namespaces.is_empty() { "<all>".to_owned() } else { args.namespaces.join(",") },
         version = env!("CARGO_PKG_VERSION"),
+        identity = %identity,
+        leader_election = args.election.leader_elect,
         "rewind starting"
     );
+    let (stop_election, stopped) = tokio::sync::watch::channel(false);
+    let election = args.election.leader_elect.then(|| {
+        let e = &args.election;
+        let namespace = e.lease_namespace.clone().unwrap_or_default();
+        tracing::info!(lease = %format!("{namespace}/{}", e.lease_name), "leader election: standby until this replica holds the lease");
+        tokio::spawn(
+            rewind::leader::Elector::new(
+                lease_client,
+                &namespace,
+                &e.lease_name,
+                timings(e),
+                leader.clone(),
+            )
+            .run(stopped),
+        )
+    });
     #[cfg(feature = "test-faults")]
     let faults = test_faults();
     let registry = rewind::registry::ResolverConfig {
@@ -109,15 +211,66 @@ async fn run(args: RunArgs) -> ExitCode {
         insecure: args.insecure_registries,
         ..Default::default()
     };
-    let options = Options {
-        namespace: args.namespace,
-        concurrency: args.concurrency,
-        #[cfg(feature = "test-faults")]
-        faults,
-        registry,
-    };
-    controller::run(client, options, metrics, ready).await;
+    // One controller per watched namespace (or one for all): each has its own caches; they
+    // share the metrics, the leadership and the process.
+    let controllers = scopes.into_iter().zip(ready).map(|(namespace, ready)| {
+        let options = Options {
+            namespace,
+            concurrency: args.concurrency,
+            #[cfg(feature = "test-faults")]
+            faults: faults.clone(),
+            registry: registry.clone(),
+            leader: leader.clone(),
+            read_pull_secrets: args.read_pull_secrets,
+        };
+        controller::run(client.clone(), options, metrics.clone(), ready)
+    });
+    // They return on SIGTERM or SIGINT once the reconciles in flight have finished their
+    // step; only then is the Lease given up, so nothing is half-written by this replica
+    // while another starts.
+    futures::future::join_all(controllers).await;
+    if let Some(election) = election {
+        let _ = stop_election.send(true);
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), election).await;
+    }
+    tracing::info!("rewind stopped");
     ExitCode::SUCCESS
+}
+
+/// The leadership this replica runs with: always leading without election.
+fn leadership(e: &ElectionArgs, identity: &str) -> Result<Leadership, String> {
+    if !e.leader_elect {
+        return Ok(Leadership::always());
+    }
+    timings(e).check()?;
+    let Some(ns) = e.lease_namespace.as_deref().filter(|n| !n.is_empty()) else {
+        return Err(
+            "--leader-elect needs the Lease's namespace: --lease-namespace, or POD_NAMESPACE from the downward API (or exactly one --namespace)".into(),
+        );
+    };
+    Ok(Leadership::candidate(
+        format!("{ns}/{}", e.lease_name),
+        identity.to_owned(),
+    ))
+}
+
+fn timings(e: &ElectionArgs) -> rewind::leader::Timings {
+    rewind::leader::Timings {
+        lease_duration: e.lease_duration.get(),
+        renew_deadline: e.lease_renew_deadline.get(),
+        retry_period: e.lease_retry_period.get(),
+    }
+}
+
+/// host-pid: unique per process on a machine, readable in `kubectl get lease`.
+fn default_identity() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "rewind".into());
+    format!("{host}-{}", std::process::id())
 }
 
 /// The test faults armed by the environment, logged so a test can see that its binary has
@@ -129,7 +282,17 @@ fn test_faults() -> controller::Faults {
             .ok()
             .filter(|s| !s.is_empty()),
         exit_after_restore: std::env::var("REWIND_TEST_EXIT_AFTER_RESTORE").is_ok_and(|v| v == "1"),
+        pause_after_phase: std::env::var("REWIND_TEST_PAUSE_AFTER_PHASE")
+            .ok()
+            .and_then(|v| {
+                let (phase, pause) = v.split_once(':')?;
+                let pause: rewind::api::duration::Duration = pause.parse().ok()?;
+                Some((phase.to_owned(), pause.get()))
+            }),
     };
+    if let Some((phase, pause)) = &faults.pause_after_phase {
+        tracing::warn!(%phase, ?pause, "test fault armed: REWIND_TEST_PAUSE_AFTER_PHASE");
+    }
     if let Some(phase) = &faults.exit_after_phase {
         tracing::warn!(
             exit_after_phase = %phase,
@@ -142,18 +305,47 @@ fn test_faults() -> controller::Faults {
     faults
 }
 
-/// The CRDs must be installed before the operator can watch them.
-async fn check_crds(client: &Client) -> Result<(), String> {
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for name in [Release::crd_name(), RollbackPolicy::crd_name()] {
-        match crds.get_opt(name).await {
-            Ok(Some(_)) => {}
-            Ok(None) => {
-                return Err(format!(
-                    "CRD {name} is not installed: run `rewind crds | kubectl apply -f -` (or `kubectl apply -f crds/`) first"
-                ));
+/// The CRDs must be installed before the operator can watch them. Asked by listing Releases
+/// where Rewind watches (a 404 means the kind is unknown), so no access to CRDs is needed.
+async fn check_crds(client: &Client, namespaces: &[String]) -> Result<(), String> {
+    let one = ListParams::default().limit(1);
+    let scopes: Vec<Option<&str>> = if namespaces.is_empty() {
+        vec![None]
+    } else {
+        namespaces.iter().map(|n| Some(n.as_str())).collect()
+    };
+    for ns in scopes {
+        let (releases, policies): (Api<Release>, Api<RollbackPolicy>) = match ns {
+            Some(ns) => (
+                Api::namespaced(client.clone(), ns),
+                Api::namespaced(client.clone(), ns),
+            ),
+            None => (Api::all(client.clone()), Api::all(client.clone())),
+        };
+        let answers = [
+            (
+                Release::crd_name(),
+                releases.list_metadata(&one).await.err(),
+            ),
+            (
+                RollbackPolicy::crd_name(),
+                policies.list_metadata(&one).await.err(),
+            ),
+        ];
+        for (name, error) in answers {
+            match error {
+                None => {}
+                Some(kube::Error::Api(s)) if s.code == 404 => {
+                    return Err(format!(
+                        "CRD {name} is not installed: run `kubectl apply --server-side -f crds/` (or `rewind crds | kubectl apply --server-side -f -`) first"
+                    ));
+                }
+                Some(e) => {
+                    let scope =
+                        ns.map_or("all namespaces".to_owned(), |n| format!("namespace {n}"));
+                    return Err(format!("cannot list {name} in {scope}: {e}"));
+                }
             }
-            Err(e) => return Err(format!("cannot check CRD {name}: {e}")),
         }
     }
     Ok(())

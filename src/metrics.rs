@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use prometheus_client::{
     encoding::EncodeLabelSet,
-    metrics::{counter::Counter, family::Family, histogram::Histogram},
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
     registry::Registry,
 };
 
@@ -58,6 +58,15 @@ pub struct Metrics {
     pub objects_skipped: Family<KindLabels, Counter>,
     /// Failure verdicts made from the caches and checked against the API server.
     pub verdicts: Family<VerdictLabels, Counter>,
+    /// 1 while this replica leads (always 1 without leader election).
+    pub leader: Gauge,
+}
+
+/// Labels of the build-info series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BuildLabels {
+    /// The crate's version.
+    pub version: &'static str,
 }
 
 impl Default for Metrics {
@@ -103,7 +112,21 @@ impl Default for Metrics {
             "Failure verdicts made from the caches and re-checked against the API server, by result",
             verdicts.clone(),
         );
+        let leader = Gauge::default();
+        registry.register(
+            "leader",
+            "1 while this replica leads and may write (always 1 without leader election)",
+            leader.clone(),
+        );
+        let build = Family::<BuildLabels, Gauge>::default();
+        build
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION"),
+            })
+            .set(1);
+        registry.register("build_info", "Rewind's version; always 1", build);
         Metrics {
+            leader,
             objects_skipped,
             verdicts,
             registry: Arc::new(registry),
@@ -147,6 +170,13 @@ mod tests {
         );
         assert!(
             text.contains("rewind_detection_to_restore_seconds_count 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!(
+                "rewind_build_info{{version=\"{}\"}} 1",
+                env!("CARGO_PKG_VERSION")
+            )),
             "{text}"
         );
     }

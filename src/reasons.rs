@@ -81,6 +81,8 @@ reasons! {
     DIGESTS_UNKNOWN = "DigestsUnknown";
     /// A rollback started.
     ROLLBACK_STARTED = "RollbackStarted";
+    /// A rollback in flight, started by an earlier run or another replica, is carried on.
+    ROLLBACK_RESUMED = "RollbackResumed";
     /// The Deployment runs the rollback target's images again.
     IMAGES_RESTORED = "ImagesRestored";
     /// A rollback finished and its target is available.

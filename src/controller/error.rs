@@ -33,6 +33,10 @@ pub enum Error {
     /// failed: nothing was acted on.
     #[error("reading {0} from the API server to confirm a verdict: {1}")]
     Confirm(String, #[source] kube::Error),
+    /// Publishing an Event failed in a way that stops the reconcile (this replica no longer
+    /// leads); other Event failures are only logged.
+    #[error("publishing an Event: {0}")]
+    Event(#[source] kube::Error),
     /// An object without a namespace (cannot happen for namespaced kinds).
     #[error("{0} has no namespace")]
     NoNamespace(String),
@@ -47,6 +51,7 @@ impl Error {
             Error::Apply(..) => "apply",
             Error::ListPods(..) => "list_pods",
             Error::Confirm(..) => "confirm",
+            Error::Event(..) => "event",
             Error::NoNamespace(..) => "no_namespace",
         }
     }
@@ -89,7 +94,7 @@ impl Error {
                 ),
                 e,
             ),
-            Error::NoNamespace(_) => return None,
+            Error::NoNamespace(_) | Error::Event(_) => return None,
         };
         // The API's own words and code, without the debug dump of the Status in `Display`.
         let message = match source {
@@ -124,6 +129,12 @@ fn report_to_publish(error: &Error, last: Option<&ErrorReport>) -> Option<ErrorR
 /// jitter, capped at five minutes. An error not yet shown on the Release is published there as
 /// a Warning Event (in the background).
 pub(super) fn error_policy(release: Arc<Release>, error: &Error, ctx: Arc<Context>) -> Action {
+    if crate::leader::refused(error) {
+        // Leadership was lost mid-reconcile and the fence stopped the write: not this
+        // Release's problem, and nothing to show on it. The new leader reconciles it.
+        tracing::info!(release = %release.name_any(), "stopped mid-reconcile: this replica no longer leads");
+        return Action::await_change();
+    }
     ctx.metrics
         .failures
         .get_or_create(&ErrorLabels {

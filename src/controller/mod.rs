@@ -35,6 +35,7 @@ use watches::{WatchBackoff, Watches, tolerant_watch};
 use crate::{
     api::{Release, RollbackPolicy},
     labels,
+    leader::Leadership,
     metrics::{KindLabels, Metrics},
     registry::Resolver,
 };
@@ -51,6 +52,10 @@ pub struct Faults {
     /// Exit right after the Deployment patch of a rollback in flight
     /// (REWIND_TEST_EXIT_AFTER_RESTORE=1).
     pub exit_after_restore: bool,
+    /// Pause this long inside the reconcile right after a status write whose rollback is in
+    /// this phase, then go on (REWIND_TEST_PAUSE_AFTER_PHASE=RestoringImages:3s): a step in
+    /// flight for a test to kill, freeze or stop.
+    pub pause_after_phase: Option<(String, std::time::Duration)>,
 }
 
 /// Shared by every reconcile.
@@ -80,6 +85,10 @@ pub(crate) struct Context {
     pub faults: Faults,
     /// Tag-to-digest resolution against registries.
     pub resolver: Resolver,
+    /// Whether this replica leads (a standby keeps its caches warm and acts on nothing).
+    pub leader: Leadership,
+    /// Read imagePullSecrets (and ServiceAccounts) for registry credentials.
+    pub read_pull_secrets: bool,
 }
 
 /// How the operator runs.
@@ -94,6 +103,11 @@ pub struct Options {
     pub faults: Faults,
     /// Registry access.
     pub registry: crate::registry::ResolverConfig,
+    /// Whether this replica leads; `Leadership::always()` without leader election.
+    pub leader: Leadership,
+    /// Read imagePullSecrets (and ServiceAccounts) for registry credentials; off, lookups
+    /// are anonymous and Rewind needs no access to Secrets.
+    pub read_pull_secrets: bool,
 }
 
 fn api<K>(client: &Client, namespace: &Option<String>) -> Api<K>
@@ -119,6 +133,18 @@ fn release_predicate(r: &Release) -> Option<u64> {
         r.annotations().get(key).hash(&mut h);
     }
     Some(h.finish())
+}
+
+/// Yields each time this replica starts leading (never, without leader election).
+pub(crate) fn became_leader(leader: &Leadership) -> impl futures::Stream<Item = ()> + use<> {
+    futures::stream::unfold(leader.changes(), |mut rx| async move {
+        loop {
+            rx.changed().await.ok()?;
+            if *rx.borrow_and_update() {
+                return Some(((), rx));
+            }
+        }
+    })
 }
 
 /// Run the controller until a signal arrives. `ready` turns true once every cache has its
@@ -246,6 +272,8 @@ pub async fn run(client: Client, options: Options, metrics: Metrics, ready: Arc<
         #[cfg(feature = "test-faults")]
         faults: options.faults.clone(),
         resolver: Resolver::new(options.registry.clone()),
+        leader: options.leader.clone(),
+        read_pull_secrets: options.read_pull_secrets,
     });
 
     let by_target = releases.clone();
@@ -279,16 +307,24 @@ pub async fn run(client: Client, options: Options, metrics: Metrics, ready: Arc<
                 .map(|r| ObjectRef::from_obj(&*r))
                 .collect::<Vec<_>>()
         })
+        // A standby does nothing; when it starts leading, it looks at every Release.
+        .reconcile_all_on(became_leader(&options.leader))
         .shutdown_on_signal();
 
     // RollbackPolicies report their own validity (Ready/Invalid) from a small controller.
-    tokio::spawn(policy::run(client.clone(), options.namespace.clone()));
+    tokio::spawn(policy::run(
+        client.clone(),
+        options.namespace.clone(),
+        options.leader.clone(),
+    ));
     controller
         .run(reconcile::reconcile, error::error_policy, ctx)
         .for_each(|res| async move {
             if let Err(e) = res {
                 match e {
                     kube::runtime::controller::Error::ObjectNotFound(_) => {}
+                    // Leadership lost mid-reconcile: said once by the election loop.
+                    other if crate::leader::refused(&other) => {}
                     other => warn!(error = %other, "controller"),
                 }
             }

@@ -27,17 +27,20 @@ use super::watches::{WatchBackoff, tolerant_watch};
 use crate::{
     api::{RollbackPolicy, RollbackPolicyStatus},
     decide::{Policy, conditions},
-    labels, reasons,
+    labels,
+    leader::Leadership,
+    reasons,
 };
 
 /// Shared by every reconcile of a policy.
 struct Context {
     client: Client,
     recorder: Recorder,
+    leader: Leadership,
 }
 
 /// Run the policy controller (all namespaces, or one) until a signal arrives.
-pub async fn run(client: Client, namespace: Option<String>) {
+pub async fn run(client: Client, namespace: Option<String>, leader: Leadership) {
     let recorder = Recorder::new(
         client.clone(),
         Reporter {
@@ -57,8 +60,13 @@ pub async fn run(client: Client, namespace: Option<String>) {
     .backoff(WatchBackoff::default())
     .reflect(writer)
     .applied_objects();
-    let ctx = Arc::new(Context { client, recorder });
+    let ctx = Arc::new(Context {
+        client,
+        recorder,
+        leader: leader.clone(),
+    });
     Controller::for_stream(stream, store)
+        .reconcile_all_on(super::became_leader(&leader))
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
         .for_each(|res| async move {
@@ -117,6 +125,10 @@ fn changed(current: Option<&RollbackPolicyStatus>, desired: &RollbackPolicyStatu
 }
 
 async fn reconcile(policy: Arc<RollbackPolicy>, ctx: Arc<Context>) -> Result<Action, Error> {
+    if !ctx.leader.is_leading() {
+        // A standby writes nothing; it looks at every policy when it starts leading.
+        return Ok(Action::await_change());
+    }
     let (name, ns) = (policy.name_any(), policy.namespace().unwrap_or_default());
     let (status, valid) = desired_status(&policy, Timestamp::now());
     if !changed(policy.status.as_ref(), &status) {
@@ -175,6 +187,10 @@ async fn reconcile(policy: Arc<RollbackPolicy>, ctx: Arc<Context>) -> Result<Act
 }
 
 fn error_policy(policy: Arc<RollbackPolicy>, error: &Error, _: Arc<Context>) -> Action {
+    if crate::leader::refused(error) {
+        // Leadership was lost mid-reconcile; the new leader looks at every policy.
+        return Action::await_change();
+    }
     warn!(policy = %policy.name_any(), error = %error, "policy reconcile failed");
     Action::requeue(Duration::from_secs(5))
 }

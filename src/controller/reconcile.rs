@@ -32,6 +32,7 @@ use crate::{
     decide::{self, EventKind, Input, Plan},
     labels,
     metrics::{RollbackLabels, VerdictLabels},
+    reasons,
     registry::ResolveError,
 };
 
@@ -49,6 +50,9 @@ pub(crate) struct Memory {
     written: Mutex<HashMap<ObjectRef<Release>, (u64, u32)>>,
     /// The error last shown as a Warning Event, until a reconcile succeeds.
     pub reported: Mutex<HashMap<ObjectRef<Release>, ErrorReport>>,
+    /// The id of the rollback in flight this process has acted on, per Release: one it finds
+    /// in status without having acted on it was started by an earlier run or another replica.
+    rollbacks: Mutex<HashMap<ObjectRef<Release>, String>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -94,6 +98,18 @@ impl Memory {
     pub(crate) fn forget(&self, key: &ObjectRef<Release>) {
         self.succeeded(key);
         lock(&self.written).remove(key);
+        lock(&self.rollbacks).remove(key);
+    }
+
+    /// This process acts on rollback `id` of `key`: true the first time (it is resuming one it
+    /// did not start, when the rollback was already in status before it acted).
+    fn acting_on_rollback(&self, key: ObjectRef<Release>, id: &str) -> bool {
+        let mut known = lock(&self.rollbacks);
+        if known.get(&key).is_some_and(|k| k == id) {
+            return false;
+        }
+        known.insert(key, id.to_owned());
+        true
     }
 
     /// Keep only what is about Releases for which `exists` holds.
@@ -101,12 +117,16 @@ impl Memory {
         lock(&self.failures).retain(|k, _| exists(k));
         lock(&self.reported).retain(|k, _| exists(k));
         lock(&self.written).retain(|k, _| exists(k));
+        lock(&self.rollbacks).retain(|k, _| exists(k));
     }
 
     /// How many Releases something is remembered about (for tests of the clean-up).
     #[cfg(test)]
     fn len(&self) -> usize {
-        lock(&self.failures).len() + lock(&self.reported).len() + lock(&self.written).len()
+        lock(&self.failures).len()
+            + lock(&self.reported).len()
+            + lock(&self.written).len()
+            + lock(&self.rollbacks).len()
     }
 }
 
@@ -117,6 +137,11 @@ pub(super) async fn reconcile(release: Arc<Release>, ctx: Arc<Context>) -> Resul
     let ns = release
         .namespace()
         .ok_or_else(|| Error::NoNamespace(name.clone()))?;
+    if !ctx.leader.is_leading() {
+        // A standby: another replica acts. When this one starts leading, every Release is
+        // reconciled again (`became_leader`).
+        return Ok(Action::await_change());
+    }
     if !ctx.watches.ready() {
         // Plans read every cache; one has not finished its first list yet. Never wait inside a
         // reconcile: look again shortly.
@@ -188,7 +213,11 @@ async fn observe_plan_act(release: &Release, ns: &str, ctx: &Context) -> Result<
         {
             // Pin before rolling out: the planner names what it would deploy without a
             // digest; ask the registry about exactly that and decide again with the answers.
-            let credentials = observe::pull_credentials(&ctx.client, ns, d).await;
+            let credentials = if ctx.read_pull_secrets {
+                observe::pull_credentials(&ctx.client, ns, d).await
+            } else {
+                Default::default()
+            };
             let asked: Vec<String> = plan
                 .lookups
                 .iter()
@@ -295,8 +324,49 @@ async fn execute(release: &Release, ns: &str, plan: &Plan, ctx: &Context) -> Res
             warn!(phase = %phase, "test fault: exiting right after writing the rollback phase");
             std::process::exit(75);
         }
+        #[cfg(feature = "test-faults")]
+        if let (Some((phase, pause)), Some(rb)) =
+            (&ctx.faults.pause_after_phase, plan.status.rollback.as_ref())
+            && format!("{:?}", rb.phase) == *phase
+        {
+            warn!(phase = %phase, ?pause, "test fault: pausing right after writing the rollback phase");
+            tokio::time::sleep(*pause).await;
+            warn!(phase = %phase, "test fault: pause over, going on");
+        }
     }
     let reference = release.object_ref(&());
+    let key = ObjectRef::from_obj(release);
+    if let Some(rb) = release.status.as_ref().and_then(|s| s.rollback.as_ref())
+        && !rb.phase.is_finished()
+        && ctx.memory.acting_on_rollback(key.clone(), &rb.id)
+    {
+        // In status before this process acted on it: started by an earlier run of Rewind or
+        // by the replica that led before, which may not have told people (its Events).
+        let message = format!(
+            "carrying on rollback {} from {} to {} at phase {:?} (started by an earlier run of Rewind or another replica)",
+            rb.id, rb.from.version, rb.to.version, rb.phase
+        );
+        info!(reason = reasons::ROLLBACK_RESUMED, "{message}");
+        let event = KubeEvent {
+            type_: EventType::Normal,
+            reason: reasons::ROLLBACK_RESUMED.into(),
+            note: Some(truncate(&message, 1000)),
+            action: reasons::ROLLBACK_RESUMED.into(),
+            secondary: None,
+        };
+        if let Err(e) = ctx.recorder.publish(&event, &reference).await {
+            warn!(error = %e, reason = reasons::ROLLBACK_RESUMED, "could not publish Event");
+        }
+    }
+    if let Some(rb) = plan
+        .status
+        .rollback
+        .as_ref()
+        .filter(|rb| !rb.phase.is_finished())
+    {
+        // Started (or carried on) by this process: no resume Event for it later.
+        ctx.memory.acting_on_rollback(key, &rb.id);
+    }
     for note in &plan.events {
         info!(
             reason = note.reason,
@@ -314,8 +384,10 @@ async fn execute(release: &Release, ns: &str, plan: &Plan, ctx: &Context) -> Res
             action: note.reason.into(),
             secondary: None,
         };
-        if let Err(e) = ctx.recorder.publish(&event, &reference).await {
-            warn!(error = %e, reason = note.reason, "could not publish Event");
+        match ctx.recorder.publish(&event, &reference).await {
+            Err(e) if crate::leader::refused(&e) => return Err(Error::Event(e)),
+            Err(e) => warn!(error = %e, reason = note.reason, "could not publish Event"),
+            Ok(()) => {}
         }
     }
     if let Some(rb) = &plan.finished {
