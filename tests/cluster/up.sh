@@ -352,7 +352,8 @@ rules:
 - level: Metadata
 EOF
   audit_args=(--audit-policy-file="$STATE_DIR/audit-policy.yaml" --audit-log-path="$LOG_DIR/audit.log"
-    --audit-log-format=json --audit-log-mode=batch --audit-log-maxsize=200 --audit-log-maxbackup=1)
+    --audit-log-format=json --audit-log-mode=batch --audit-log-batch-max-wait=1s
+    --audit-log-maxsize=200 --audit-log-maxbackup=1)
 fi
 
 start kube-apiserver \

@@ -88,6 +88,41 @@ impl Operator {
     /// feature has the faults (one without would ignore the variable and never exit), so this
     /// panics, saying how to build it, unless the operator logs the fault as armed.
     async fn start_with_fault(namespace: &str, var: &str, value: &str) -> Operator {
+        Self::start_with_fault_args(namespace, &[], var, value).await
+    }
+
+    /// Start one with extra arguments that pauses `pause` (a Go duration) inside the reconcile
+    /// right after it writes a rollback in phase `phase`, then goes on: the test fault
+    /// `REWIND_TEST_PAUSE_AFTER_PHASE`. It logs `test fault: pausing` when it gets there.
+    pub async fn start_pausing_after_phase(
+        namespace: &str,
+        args: &[&str],
+        phase: &str,
+        pause: &str,
+    ) -> Operator {
+        let value = format!("{phase}:{pause}");
+        Self::start_with_fault_args(namespace, args, "REWIND_TEST_PAUSE_AFTER_PHASE", &value).await
+    }
+
+    /// Wait until the log has a line containing `needle`; panics after `timeout`.
+    pub async fn wait_log(&self, needle: &str, timeout: Duration) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while self.log_lines(needle).is_empty() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the operator did not log {needle:?} within {timeout:?}; log: {}",
+                self.log.display()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn start_with_fault_args(
+        namespace: &str,
+        args: &[&str],
+        var: &str,
+        value: &str,
+    ) -> Operator {
         let how = format!(
             "run the integration tests with `cargo test --features test-faults` (`make test` \
              does): {var} is compiled into the operator only with that feature"
@@ -95,7 +130,7 @@ impl Operator {
         if cfg!(not(feature = "test-faults")) {
             panic!("this test needs the operator's test fault hook: {how}");
         }
-        let mut op = Self::start_with(namespace, &[(var, value)]);
+        let mut op = Self::start_with_args(namespace, args, &[(var, value)]);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         while op.log_lines("test fault armed").is_empty() {
             if let Some(status) = op.child.try_wait().expect("polling the operator") {
@@ -168,6 +203,30 @@ impl Operator {
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// Send `signal` (TERM, STOP, CONT, ...) to the process.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args(["-s", signal, &self.child.id().to_string()])
+            .status()
+            .expect("running kill");
+        assert!(status.success(), "kill -s {signal} failed");
+    }
+
+    /// Whether the process has exited, and with what code.
+    pub fn exited(&mut self) -> Option<Option<i32>> {
+        self.child
+            .try_wait()
+            .expect("polling the operator")
+            .map(|s| s.code())
+    }
+
+    /// The body of GET /readyz ("ready: leading", "ready: standby: ..."), or None when the
+    /// operator does not answer.
+    pub fn readyz_body(&self) -> Option<String> {
+        let reply = self.http_get("/readyz").ok()?;
+        Some(reply.split("\r\n\r\n").nth(1)?.trim().to_owned())
     }
 
     /// GET /metrics from the running operator (its port is in its log).
@@ -392,6 +451,19 @@ impl Fixture {
         operator_args: &[&str],
         policy_extra: serde_json::Value,
     ) -> Fixture {
+        Self::with_operator(test, policy_extra, async |ns: String| {
+            Operator::start_with_args(&ns, operator_args, &[])
+        })
+        .await
+    }
+
+    /// With extra fields for the policy's spec and the operator `start` starts for the
+    /// namespace it is given.
+    pub async fn with_operator(
+        test: &str,
+        policy_extra: serde_json::Value,
+        start: impl AsyncFnOnce(String) -> Operator,
+    ) -> Fixture {
         use kube::api::PostParams;
         let ns = crate::support::TestNamespace::new(test).await;
         install_crds(&ns.client()).await;
@@ -414,7 +486,7 @@ impl Fixture {
             .create(&PostParams::default(), &policy)
             .await
             .expect("creating the policy");
-        let op = Operator::start_with_args(ns.name(), operator_args, &[]);
+        let op = start(ns.name().to_owned()).await;
         Fixture {
             releases: ns.api(),
             deployments: ns.api(),

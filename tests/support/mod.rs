@@ -20,6 +20,7 @@
 //! ```
 #![allow(dead_code)]
 
+pub mod audit;
 pub mod registry;
 
 use std::collections::BTreeMap;
