@@ -1,0 +1,279 @@
+//! Least privilege, proven: the operator runs with the token of a ServiceAccount bound to
+//! exactly the RBAC the chart renders (not as cluster admin), through a deploy and an automatic
+//! rollback, with leader election on; the API server's audit log then shows it was refused
+//! nothing (no 403) — and that it really was this ServiceAccount that did the work.
+//!
+//! Two renders are tried: the namespaced mode (`watchNamespaces`: Roles in the watched
+//! namespace) and the default cluster mode, whose ClusterRole is bound here with a RoleBinding
+//! in the test's namespace only, so the operator cannot touch other tests' namespaces.
+
+mod operator;
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use k8s_openapi::api::authentication::v1::TokenRequest;
+use k8s_openapi::api::core::v1::ServiceAccount;
+use kube::api::{DynamicObject, PostParams};
+use kube::discovery::{ApiResource, Discovery, Scope};
+use operator::*;
+use rewind::api::RollbackPhase;
+use serde_json::{Value, json};
+use support::*;
+
+/// The chart's Helm binary, built by tests/tools/build.sh from its pinned module.
+fn helm() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new(root.join("tests/tools/build.sh"))
+        .arg("helm")
+        .output()
+        .expect("running tests/tools/build.sh helm");
+    assert!(
+        out.status.success(),
+        "cannot build helm (tests/tools/build.sh helm): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+/// `helm template` of the chart as release `release` in `namespace` with `--set` values.
+fn render(release: &str, namespace: &str, set: &[String]) -> Vec<Value> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut cmd = Command::new(helm());
+    cmd.args(["template", release])
+        .arg(root.join("charts/rewind"))
+        .args(["--namespace", namespace]);
+    for s in set {
+        cmd.args(["--set", s]);
+    }
+    let out = cmd.output().expect("running helm template");
+    assert!(
+        out.status.success(),
+        "helm template failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).expect("helm prints UTF-8");
+    text.split("\n---")
+        .filter_map(|doc| serde_saphyr::from_str::<Value>(doc).ok())
+        .filter(|v| v.is_object() && v.get("kind").is_some())
+        .collect()
+}
+
+/// The RBAC objects (and the ServiceAccount) of a render.
+fn rbac_of(objects: &[Value]) -> Vec<Value> {
+    objects
+        .iter()
+        .filter(|o| {
+            matches!(
+                o["kind"].as_str(),
+                Some(
+                    "ServiceAccount"
+                        | "Role"
+                        | "RoleBinding"
+                        | "ClusterRole"
+                        | "ClusterRoleBinding"
+                )
+            )
+        })
+        .cloned()
+        .collect()
+}
+
+/// Create `objects` as they are (names and namespaces from the render).
+async fn create_all(client: &kube::Client, objects: &[Value]) {
+    let discovery = Discovery::new(client.clone())
+        .run()
+        .await
+        .expect("API discovery");
+    for o in objects {
+        let obj: DynamicObject = serde_json::from_value(o.clone()).unwrap();
+        let types = obj
+            .types
+            .clone()
+            .expect("rendered objects have apiVersion and kind");
+        let gvk = kube::core::GroupVersionKind::try_from(&types).unwrap();
+        let (ar, caps): (ApiResource, _) = discovery
+            .resolve_gvk(&gvk)
+            .unwrap_or_else(|| panic!("the API server does not serve {gvk:?}"));
+        let api: kube::Api<DynamicObject> = match caps.scope {
+            Scope::Namespaced => kube::Api::namespaced_with(
+                client.clone(),
+                obj.metadata
+                    .namespace
+                    .as_deref()
+                    .expect("namespaced object without a namespace"),
+                &ar,
+            ),
+            Scope::Cluster => kube::Api::all_with(client.clone(), &ar),
+        };
+        api.create(&PostParams::default(), &obj)
+            .await
+            .unwrap_or_else(|e| panic!("creating {} {:?}: {e}", types.kind, obj.metadata.name));
+    }
+}
+
+/// A kubeconfig for `token`, against the test cluster, written to target/test-logs/.
+async fn kubeconfig_with_token(name: &str, token: &str) -> PathBuf {
+    let path = std::env::var_os("KUBECONFIG").expect("KUBECONFIG");
+    let admin = kube::config::Kubeconfig::read_from(std::env::split_paths(&path).next().unwrap())
+        .expect("reading the admin kubeconfig");
+    let cluster = admin.clusters[0].cluster.clone().expect("a cluster entry");
+    let kc = json!({
+        "apiVersion": "v1", "kind": "Config",
+        "clusters": [{"name": "test", "cluster": {
+            "server": cluster.server,
+            "certificate-authority-data": cluster.certificate_authority_data,
+            "certificate-authority": cluster.certificate_authority,
+        }}],
+        "users": [{"name": name, "user": {"token": token}}],
+        "contexts": [{"name": "test", "context": {"cluster": "test", "user": name}}],
+        "current-context": "test",
+    });
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-logs");
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join(format!("{name}.kubeconfig"));
+    std::fs::write(&file, serde_json::to_string_pretty(&kc).unwrap()).unwrap();
+    file
+}
+
+/// The ServiceAccount the render runs the operator as.
+fn service_account(objects: &[Value]) -> String {
+    objects
+        .iter()
+        .find(|o| o["kind"] == "ServiceAccount")
+        .and_then(|o| o["metadata"]["name"].as_str())
+        .expect("the chart renders a ServiceAccount")
+        .to_owned()
+}
+
+/// Start the operator for `ns` as the chart's ServiceAccount, bound as `rbac` says.
+async fn operator_as_chart_account(ns: &str, release: &str, rbac: Vec<Value>) -> Operator {
+    let client = client().await;
+    let sa = service_account(&rbac);
+    create_all(&client, &rbac).await;
+    let token = kube::Api::<ServiceAccount>::namespaced(client.clone(), ns)
+        .create_token_request(
+            &sa,
+            &PostParams::default(),
+            &TokenRequest {
+                spec: k8s_openapi::api::authentication::v1::TokenRequestSpec {
+                    audiences: vec![],
+                    expiration_seconds: Some(3600),
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("a token for the chart's ServiceAccount")
+        .status
+        .expect("a token")
+        .token;
+    let kc = kubeconfig_with_token(&format!("{ns}-{release}"), &token).await;
+    let kc = kc.to_string_lossy().into_owned();
+    Operator::start_with_args(ns, &["--leader-elect"], &[("KUBECONFIG", kc.as_str())])
+}
+
+/// A deploy, then an automatic rollback, done by the operator; then the audit log: requests
+/// by the chart's ServiceAccount were made (it did the work) and none was refused.
+async fn deploy_and_roll_back_without_a_403(f: &Fixture, sa: &str) {
+    readyz_ok(f).await;
+    f.shop_healthy_on_1_0_0().await;
+    f.apply_release("2.0.0", &loopback_image("2.0.0-crashloop"), json!({}))
+        .await;
+    f.release_until("rolled back from 2.0.0", secs(90), |r| {
+        r.status.as_ref().is_some_and(|s| {
+            s.rollbacks.len() == 1 && s.rollbacks[0].phase == RollbackPhase::Succeeded
+        })
+    })
+    .await;
+    audit::flushed(&f.ns.client(), f.ns.name()).await;
+    let user = format!("system:serviceaccount:{}:{sa}", f.ns.name());
+    let mine: Vec<Value> = audit::events()
+        .into_iter()
+        .filter(|e| e["user"]["username"] == user.as_str())
+        .collect();
+    let writes = mine.iter().filter(|e| audit::is_write(e)).count();
+    assert!(
+        writes >= 3,
+        "the operator did the work as {user} (status, Deployment, Events, Lease): {writes} writes"
+    );
+    let refused: Vec<String> = mine
+        .iter()
+        .filter(|e| e["responseStatus"]["code"] == 403)
+        .map(audit::describe)
+        .collect();
+    assert!(
+        refused.is_empty(),
+        "the chart's RBAC refused the operator {} requests:\n{}",
+        refused.len(),
+        refused.join("\n")
+    );
+}
+
+async fn readyz_ok(f: &Fixture) {
+    f.until_ready(std::time::Instant::now()).await;
+}
+
+#[tokio::test]
+async fn namespaced_rbac_is_enough_for_a_deploy_and_a_rollback() {
+    let release = "rbac-ns";
+    let mut sa = String::new();
+    let f = Fixture::with_operator("rbac_namespaced", json!({}), async |ns: String| {
+        let objects = render(release, &ns, &[format!("watchNamespaces={{{ns}}}")]);
+        let rbac = rbac_of(&objects);
+        assert!(
+            !rbac
+                .iter()
+                .any(|o| o["kind"] == "ClusterRole" || o["kind"] == "ClusterRoleBinding"),
+            "namespaced mode grants nothing cluster-wide: {rbac:#?}"
+        );
+        sa = service_account(&rbac);
+        operator_as_chart_account(&ns, release, rbac).await
+    })
+    .await;
+    deploy_and_roll_back_without_a_403(&f, &sa).await;
+}
+
+#[tokio::test]
+async fn the_cluster_roles_rules_are_enough_for_a_deploy_and_a_rollback() {
+    let release = "rbac-cluster";
+    let mut sa = String::new();
+    let mut cluster_role = String::new();
+    let f = Fixture::with_operator("rbac_cluster", json!({}), async |ns: String| {
+        let objects = render(release, &ns, &[]);
+        let mut rbac = rbac_of(&objects);
+        // The ClusterRole under a name of this test's own, bound in this namespace only: the
+        // same rules, without reaching into other tests' namespaces.
+        cluster_role = format!("rewind-test-{ns}");
+        let mut bound = Vec::new();
+        for o in &mut rbac {
+            match o["kind"].as_str() {
+                Some("ClusterRole") => {
+                    let original = o["metadata"]["name"].as_str().unwrap().to_owned();
+                    o["metadata"]["name"] = json!(cluster_role);
+                    bound.push(original);
+                }
+                Some("ClusterRoleBinding") => {
+                    *o = json!({
+                        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+                        "metadata": {"name": format!("{release}-cluster-rules"), "namespace": ns},
+                        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": cluster_role},
+                        "subjects": o["subjects"].clone(),
+                    });
+                }
+                _ => {}
+            }
+        }
+        assert_eq!(bound.len(), 1, "cluster mode renders one ClusterRole: {rbac:#?}");
+        sa = service_account(&rbac);
+        operator_as_chart_account(&ns, release, rbac).await
+    })
+    .await;
+    deploy_and_roll_back_without_a_403(&f, &sa).await;
+    let roles: kube::Api<k8s_openapi::api::rbac::v1::ClusterRole> = kube::Api::all(f.ns.client());
+    let _ = roles
+        .delete(&cluster_role, &kube::api::DeleteParams::default())
+        .await;
+}
