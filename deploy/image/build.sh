@@ -81,6 +81,16 @@ fi
 
 CRANE=$("$ROOT/tests/tools/build.sh" crane) || die "could not build crane (see above)"
 
+# Run from `cargo test` (tests/image.rs), this script inherits the test crate's CARGO_PKG_*,
+# CARGO_MANIFEST_* and the like. Build scripts watch some of them (ring's: rerun-if-env-changed),
+# so the release build would start over each time it runs from a test after `make image` and
+# the other way round: drop them (cargo sets them for its own children anyway).
+for var in $(compgen -e); do
+  case $var in
+    CARGO_PKG_* | CARGO_MANIFEST_* | CARGO_BIN_EXE_* | CARGO_CRATE_NAME | CARGO_BIN_NAME | \
+      CARGO_PRIMARY_PACKAGE | CARGO_TARGET_TMPDIR | OUT_DIR) unset "$var" ;;
+  esac
+done
 say "building the release binary for $TARGET in $TARGET_DIR ..."
 start=$SECONDS
 (cd "$ROOT" && CARGO_TARGET_DIR=$TARGET_DIR cargo build --release --locked --target "$TARGET" --bin rewind) ||
