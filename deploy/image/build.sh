@@ -27,7 +27,10 @@
 #   REWIND_IMAGE_SOURCE      the org.opencontainers.image.source label (default empty, as in
 #                            the Containerfile)
 #   REWIND_IMAGE_TARGET_DIR  cargo's target dir for this build (default <repo>/target/image)
-#   REWIND_IMAGE_CA_BUNDLE   the CA bundle to ship (default /etc/ssl/certs/ca-certificates.crt)
+#   REWIND_IMAGE_CA_BUNDLE   the CA bundle to ship (PEM). Default: the Mozilla roots of Debian's
+#                            ca-certificates (/usr/share/ca-certificates/mozilla/*.crt), not the
+#                            host's /etc/ssl/certs/ca-certificates.crt, which also holds whatever
+#                            CAs this machine added locally (a company proxy's, ...)
 # Needs: cargo with the x86_64-unknown-linux-musl target, a musl C compiler (Debian musl-tools:
 # ring compiles C), GNU tar, readelf and objcopy (binutils), Go (to build crane the first time).
 set -euo pipefail
@@ -38,7 +41,8 @@ die() { printf 'image/build.sh: error: %s\n' "$*" >&2; exit 1; }
 
 TARGET=x86_64-unknown-linux-musl
 TARGET_DIR=${REWIND_IMAGE_TARGET_DIR:-$ROOT/target/image}
-CA_BUNDLE=${REWIND_IMAGE_CA_BUNDLE:-/etc/ssl/certs/ca-certificates.crt}
+CA_BUNDLE=${REWIND_IMAGE_CA_BUNDLE:-}
+MOZILLA_CAS=/usr/share/ca-certificates/mozilla
 
 # [package] fields of Cargo.toml (simple `key = "value"` lines).
 package_field() {
@@ -74,7 +78,12 @@ command -v x86_64-linux-musl-gcc >/dev/null || command -v musl-gcc >/dev/null ||
 tar --version 2>/dev/null | grep -q 'GNU tar' || missing+=("GNU tar")
 command -v readelf >/dev/null && command -v objcopy >/dev/null ||
   missing+=("readelf and objcopy (apt-get install binutils)")
-[[ -s $CA_BUNDLE ]] || missing+=("a CA bundle at $CA_BUNDLE (apt-get install ca-certificates)")
+if [[ -n $CA_BUNDLE ]]; then
+  [[ -s $CA_BUNDLE ]] || missing+=("the CA bundle REWIND_IMAGE_CA_BUNDLE=$CA_BUNDLE")
+else
+  compgen -G "$MOZILLA_CAS/*.crt" >/dev/null ||
+    missing+=("the Mozilla CA certificates in $MOZILLA_CAS (apt-get install ca-certificates)")
+fi
 if [[ ${#missing[@]} -gt 0 ]]; then
   die "cannot build the image; missing: $(printf '%s; ' "${missing[@]}")"
 fi
@@ -106,6 +115,11 @@ got=$("$BIN" --version) || die "$BIN --version failed"
 
 WORK=$(mktemp -d "$TARGET_DIR/image-build.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
+if [[ -z $CA_BUNDLE ]]; then
+  CA_BUNDLE=$WORK/ca-certificates.crt
+  # In name order, each ending in a newline, as update-ca-certificates joins them.
+  LC_ALL=C awk 1 "$MOZILLA_CAS"/*.crt >"$CA_BUNDLE"
+fi
 "$ROOT/deploy/image/rootfs.sh" "$BIN" "$CA_BUNDLE" "$WORK/rootfs"
 LAYER=$WORK/layer.tar
 (cd "$WORK/rootfs" && tar --create --file="$LAYER" --format=gnu --sort=name --mtime=@0 \
