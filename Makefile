@@ -8,6 +8,7 @@ CLUSTER_DIR := $(CURDIR)/target/cluster
 export KUBECONFIG_LOCAL := $(CLUSTER_DIR)/kubeconfig
 
 .PHONY: help build crds crds-check lint fmt unit test run cluster-up cluster-down cluster-status
+.PHONY: image
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -56,6 +57,9 @@ test: lint crds-check cluster-up ## Everything CI runs: lint, CRD drift, unit an
 	KUBECONFIG=$(KUBECONFIG_LOCAL) $(CARGO) test --locked --all-targets $(TEST_FEATURES) -- --test-threads=4
 	@# These stop the API server: alone, after everything else, one at a time.
 	KUBECONFIG=$(KUBECONFIG_LOCAL) $(CARGO) test --locked --features test-faults,cluster-faults --test outages -- --test-threads=1
+
+image: ## Build the operator's image without a container engine and push it to the local cluster's registry (IMAGE=... to choose where)
+	IMAGE="$(IMAGE)" deploy/image/build.sh
 
 run: build cluster-up ## The demo on the local cluster: a bad release rolled back
 	deploy/demo/run.sh
