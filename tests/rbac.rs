@@ -11,7 +11,6 @@ mod operator;
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use k8s_openapi::api::authentication::v1::TokenRequest;
 use k8s_openapi::api::core::v1::ServiceAccount;
@@ -21,44 +20,6 @@ use operator::*;
 use rewind::api::RollbackPhase;
 use serde_json::{Value, json};
 use support::*;
-
-/// The chart's Helm binary, built by tests/tools/build.sh from its pinned module.
-fn helm() -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let out = Command::new(root.join("tests/tools/build.sh"))
-        .arg("helm")
-        .output()
-        .expect("running tests/tools/build.sh helm");
-    assert!(
-        out.status.success(),
-        "cannot build helm (tests/tools/build.sh helm): {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim().to_owned())
-}
-
-/// `helm template` of the chart as release `release` in `namespace` with `--set` values.
-fn render(release: &str, namespace: &str, set: &[String]) -> Vec<Value> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let mut cmd = Command::new(helm());
-    cmd.args(["template", release])
-        .arg(root.join("charts/rewind"))
-        .args(["--namespace", namespace]);
-    for s in set {
-        cmd.args(["--set", s]);
-    }
-    let out = cmd.output().expect("running helm template");
-    assert!(
-        out.status.success(),
-        "helm template failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout).expect("helm prints UTF-8");
-    text.split("\n---")
-        .filter_map(|doc| serde_saphyr::from_str::<Value>(doc).ok())
-        .filter(|v| v.is_object() && v.get("kind").is_some())
-        .collect()
-}
 
 /// The RBAC objects (and the ServiceAccount) of a render.
 fn rbac_of(objects: &[Value]) -> Vec<Value> {
@@ -221,7 +182,8 @@ async fn namespaced_rbac_is_enough_for_a_deploy_and_a_rollback() {
     let release = "rbac-ns";
     let mut sa = String::new();
     let f = Fixture::with_operator("rbac_namespaced", json!({}), async |ns: String| {
-        let objects = render(release, &ns, &[format!("watchNamespaces={{{ns}}}")]);
+        let watch = format!("watchNamespaces={{{ns}}}");
+        let objects = chart::render(release, &ns, &[&watch]);
         let rbac = rbac_of(&objects);
         assert!(
             !rbac
@@ -242,7 +204,7 @@ async fn the_cluster_roles_rules_are_enough_for_a_deploy_and_a_rollback() {
     let mut sa = String::new();
     let mut cluster_role = String::new();
     let f = Fixture::with_operator("rbac_cluster", json!({}), async |ns: String| {
-        let objects = render(release, &ns, &[]);
+        let objects = chart::render(release, &ns, &[]);
         let mut rbac = rbac_of(&objects);
         // The ClusterRole under a name of this test's own, bound in this namespace only: the
         // same rules, without reaching into other tests' namespaces.

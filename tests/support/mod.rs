@@ -21,6 +21,7 @@
 #![allow(dead_code)]
 
 pub mod audit;
+pub mod chart;
 pub mod registry;
 
 use std::collections::BTreeMap;
