@@ -3,6 +3,10 @@
 //! it is back. These stop the shared cluster's API server, so they never run beside other
 //! tests: the target needs the `cluster-faults` feature and `make test` runs it alone, after
 //! the rest of the suite, with one test thread.
+//!
+//! The operator runs as the chart runs it, with leader election (default timings): the outage
+//! outlasts its renew deadline, so it stops writing mid-outage and must take the lease again,
+//! and act, once the API server is back.
 
 mod operator;
 mod support;
@@ -13,6 +17,9 @@ use operator::*;
 use rewind::api::{Phase, RollbackPhase};
 use serde_json::json;
 use support::*;
+
+/// `rewind run` as the chart runs it: leader election on (the Lease in the test namespace).
+const AS_DEPLOYED: &[&str] = &["--leader-elect"];
 
 /// How long the API server stays away: longer than the policy's readiness timeout (20 s), so a
 /// deadline counted through the outage would fire.
@@ -57,7 +64,7 @@ async fn api_server_away(f: &Fixture) -> (u64, u64) {
 
 #[tokio::test]
 async fn api_server_down_mid_rollout_gives_no_false_verdict() {
-    let f = Fixture::new("outage_rollout").await;
+    let f = Fixture::with("outage_rollout", AS_DEPLOYED, json!({})).await;
     f.shop_healthy_on_1_0_0().await;
     // A good version whose pods take a few seconds to become Ready.
     f.apply_release("2.0.0", &loopback_image("2.0.0"), json!({}))
@@ -89,11 +96,12 @@ async fn api_server_down_mid_rollout_gives_no_false_verdict() {
             .any(|(reason, _)| reason == "RollbackStarted" || reason == "ReadinessTimeout"),
         "{events:?}"
     );
+    led_again_after_losing_the_lease(&f);
 }
 
 #[tokio::test]
 async fn api_server_down_mid_rollback_finishes_it_once_without_a_false_failure() {
-    let f = Fixture::new("outage_rollback").await;
+    let f = Fixture::with("outage_rollback", AS_DEPLOYED, json!({})).await;
     f.shop_healthy_on_1_0_0().await;
     f.apply_release("2.0.0", &loopback_image("2.0.0-crashloop"), json!({}))
         .await;
@@ -128,4 +136,18 @@ async fn api_server_down_mid_rollback_finishes_it_once_without_a_false_failure()
     );
     let d = f.deployments.get("shop").await.unwrap();
     assert_eq!(template_of(&d).1.as_deref(), Some("1"), "1.0.0 runs");
+    led_again_after_losing_the_lease(&f);
+}
+
+/// The outage outlasted the renew deadline: the operator stopped writing, then led again.
+fn led_again_after_losing_the_lease(f: &Fixture) {
+    let log = f.op.log.display();
+    assert!(
+        !f.op.log_lines("lost the lease").is_empty(),
+        "the leader stopped writing during the outage; log: {log}"
+    );
+    assert!(
+        f.op.log_lines("leading: acquired the lease").len() >= 2,
+        "and took the lease again after it; log: {log}"
+    );
 }
