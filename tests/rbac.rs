@@ -109,7 +109,12 @@ fn service_account(objects: &[Value]) -> String {
 }
 
 /// Start the operator for `ns` as the chart's ServiceAccount, bound as `rbac` says.
-async fn operator_as_chart_account(ns: &str, release: &str, rbac: Vec<Value>) -> Operator {
+async fn operator_as_chart_account(
+    ns: &str,
+    release: &str,
+    rbac: Vec<Value>,
+    extra_args: &[&str],
+) -> Operator {
     let client = client().await;
     let sa = service_account(&rbac);
     create_all(&client, &rbac).await;
@@ -133,7 +138,9 @@ async fn operator_as_chart_account(ns: &str, release: &str, rbac: Vec<Value>) ->
         .token;
     let kc = kubeconfig_with_token(&format!("{ns}-{release}"), &token).await;
     let kc = kc.to_string_lossy().into_owned();
-    Operator::start_with_args(ns, &["--leader-elect"], &[("KUBECONFIG", kc.as_str())])
+    let mut args = vec!["--leader-elect", "--lease-namespace", ns];
+    args.extend(extra_args);
+    Operator::start_with_args(ns, &args, &[("KUBECONFIG", kc.as_str())])
 }
 
 /// A deploy, then an automatic rollback, done by the operator; then the audit log: requests
@@ -149,6 +156,11 @@ async fn deploy_and_roll_back_without_a_403(f: &Fixture, sa: &str) {
         })
     })
     .await;
+    assert_no_403(f, sa).await;
+}
+
+/// The audit log shows the chart's ServiceAccount did the work and was refused nothing.
+async fn assert_no_403(f: &Fixture, sa: &str) {
     audit::flushed(&f.ns.client(), f.ns.name()).await;
     let user = format!("system:serviceaccount:{}:{sa}", f.ns.name());
     let mine: Vec<Value> = audit::events()
@@ -192,7 +204,7 @@ async fn namespaced_rbac_is_enough_for_a_deploy_and_a_rollback() {
             "namespaced mode grants nothing cluster-wide: {rbac:#?}"
         );
         sa = service_account(&rbac);
-        operator_as_chart_account(&ns, release, rbac).await
+        operator_as_chart_account(&ns, release, rbac, &[]).await
     })
     .await;
     deploy_and_roll_back_without_a_403(&f, &sa).await;
@@ -230,7 +242,7 @@ async fn the_cluster_roles_rules_are_enough_for_a_deploy_and_a_rollback() {
         }
         assert_eq!(bound.len(), 1, "cluster mode renders one ClusterRole: {rbac:#?}");
         sa = service_account(&rbac);
-        operator_as_chart_account(&ns, release, rbac).await
+        operator_as_chart_account(&ns, release, rbac, &[]).await
     })
     .await;
     deploy_and_roll_back_without_a_403(&f, &sa).await;
@@ -238,4 +250,55 @@ async fn the_cluster_roles_rules_are_enough_for_a_deploy_and_a_rollback() {
     let _ = roles
         .delete(&cluster_role, &kube::api::DeleteParams::default())
         .await;
+}
+
+/// `watchNamespaces` with two namespaces: one operator, a Role in each, and it acts in both.
+#[tokio::test]
+async fn one_operator_watching_two_namespaces_acts_in_both_with_their_roles() {
+    use kube::api::PostParams;
+    let release = "rbac-two";
+    let other = TestNamespace::new("rbac_two_other").await;
+    let other_name = other.name().to_owned();
+    let mut sa = String::new();
+    let f = Fixture::with_operator("rbac_two", json!({}), async |ns: String| {
+        let watch = format!("watchNamespaces={{{ns},{other_name}}}");
+        let rbac = rbac_of(&chart::render(release, &ns, &[&watch]));
+        assert_eq!(
+            rbac.iter().filter(|o| o["kind"] == "Role").count(),
+            3,
+            "a Role in each watched namespace and the Lease's: {rbac:#?}"
+        );
+        sa = service_account(&rbac);
+        operator_as_chart_account(&ns, release, rbac, &["--namespace", &other_name]).await
+    })
+    .await;
+    readyz_ok(&f).await;
+    let web = deployment("web", 1, &[&loopback_image("1.0.0")]);
+    other
+        .api::<k8s_openapi::api::apps::v1::Deployment>()
+        .create(&PostParams::default(), &web)
+        .await
+        .expect("creating Deployment web");
+    let r: rewind::api::Release = serde_json::from_value(json!({
+        "apiVersion": "rewind.dev/v1alpha1", "kind": "Release",
+        "metadata": {"name": "web"},
+        "spec": {"version": "1.0.0", "target": {"kind": "Deployment", "name": "web"},
+                 "images": [{"container": "app", "image": loopback_image("1.0.0")}]}
+    }))
+    .unwrap();
+    let releases = other.api::<rewind::api::Release>();
+    releases
+        .create(&PostParams::default(), &r)
+        .await
+        .expect("creating Release web");
+    wait_for(
+        &releases,
+        "web",
+        "Healthy in the second namespace",
+        secs(90),
+        |r| phase(r) == "Healthy",
+    )
+    .await;
+    f.shop_healthy_on_1_0_0().await;
+    assert_no_403(&f, &sa).await;
 }
