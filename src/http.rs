@@ -29,9 +29,16 @@ pub const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.
 
 /// /readyz: 200 once every cache has synced, for the leader and a standby alike (a standby
 /// that is not Ready would make a PodDisruptionBudget block draining the leader's node); the
-/// body says which this replica is. 503 before the caches sync.
+/// body says which this replica is. 503 before the caches sync, and while a candidate cannot
+/// read or write the Lease (RBAC, the API server away): it could never take over.
 fn readiness(h: &Health) -> (StatusCode, String) {
     h.metrics.leader.set(i64::from(h.leader.is_leading()));
+    if h.leader.trouble().is_some() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {}\n", h.leader.describe()),
+        );
+    }
     if h.ready.iter().all(|r| r.load(Ordering::Relaxed)) {
         (StatusCode::OK, format!("ready: {}\n", h.leader.describe()))
     } else {

@@ -124,6 +124,8 @@ struct State {
     changes: watch::Sender<bool>,
     /// The holder as last seen, for /readyz and logs.
     holder: Mutex<Option<String>>,
+    /// Why the last attempt to acquire or renew failed (None after one that got an answer).
+    error: Mutex<Option<String>>,
 }
 
 impl Leadership {
@@ -137,6 +139,7 @@ impl Leadership {
             until: AtomicU64::new(u64::MAX),
             changes,
             holder: Mutex::new(None),
+            error: Mutex::new(None),
         }))
     }
 
@@ -150,6 +153,7 @@ impl Leadership {
             until: AtomicU64::new(0),
             changes,
             holder: Mutex::new(None),
+            error: Mutex::new(None),
         }))
     }
 
@@ -169,10 +173,22 @@ impl Leadership {
         self.0.changes.subscribe()
     }
 
+    /// Why this replica cannot take part in the election right now (it cannot read or write
+    /// the Lease: RBAC, or the API server away); None while it can.
+    pub fn trouble(&self) -> Option<String> {
+        if self.is_leading() {
+            return None;
+        }
+        lock(&self.0.error).clone()
+    }
+
     /// For /readyz: `leading`, or who holds the lease.
     pub fn describe(&self) -> String {
         if self.is_leading() {
             return "leading".into();
+        }
+        if let Some(e) = self.trouble() {
+            return format!("standby: cannot acquire lease {}: {e}", self.0.lease);
         }
         let holder = lock(&self.0.holder).clone();
         match holder.filter(|h| !h.is_empty()) {
@@ -230,6 +246,10 @@ impl Leadership {
             *was = leading;
             changed
         });
+    }
+
+    fn failed(&self, error: Option<String>) {
+        *lock(&self.0.error) = error;
     }
 
     fn saw_holder(&self, holder: Option<String>) {
@@ -291,7 +311,13 @@ impl Elector {
             // Each attempt is bounded: a hanging API server must not hold the loop past the
             // point where it should notice the lease is lost.
             let attempt = tokio::time::timeout(t.renew_deadline / 2, self.try_acquire_or_renew());
-            let why = match attempt.await {
+            let outcome = attempt.await;
+            self.leadership.failed(match &outcome {
+                Ok(Ok(_)) => None,
+                Ok(Err(e)) => Some(e.to_string()),
+                Err(_) => Some("the API server did not answer in time".into()),
+            });
+            let why = match outcome {
                 Ok(Ok(true)) => {
                     self.leadership.lead_until(started + t.renew_deadline);
                     last_error = None;
@@ -500,6 +526,12 @@ mod tests {
         l.publish();
         assert!(!*changes.borrow_and_update());
         assert!(l.describe().starts_with("standby"), "{}", l.describe());
+        l.failed(Some("leases is forbidden".into()));
+        assert_eq!(l.trouble().as_deref(), Some("leases is forbidden"));
+        assert!(
+            l.describe()
+                .contains("cannot acquire lease ns/lease: leases is forbidden")
+        );
         assert!(Leadership::always().is_leading());
     }
 

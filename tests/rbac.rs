@@ -302,3 +302,34 @@ async fn one_operator_watching_two_namespaces_acts_in_both_with_their_roles() {
     f.shop_healthy_on_1_0_0().await;
     assert_no_403(&f, &sa).await;
 }
+
+/// Without the Lease's Role (leader election forgotten in the chart, the flag kept), the replica
+/// can never lead: /readyz says so (503, naming the refusal) instead of a Ready standby forever.
+#[tokio::test]
+async fn a_replica_that_cannot_read_the_lease_is_not_ready_and_says_why() {
+    let release = "rbac-nolease";
+    let f = Fixture::with_operator("rbac_nolease", json!({}), async |ns: String| {
+        let watch = format!("watchNamespaces={{{ns}}}");
+        let rbac = rbac_of(&chart::render(
+            release,
+            &ns,
+            &[&watch, "leaderElection.enabled=false", "replicaCount=1"],
+        ));
+        operator_as_chart_account(&ns, release, rbac, &[]).await
+    })
+    .await;
+    let deadline = std::time::Instant::now() + secs(20);
+    loop {
+        let body = f.op.readyz_body().unwrap_or_default();
+        if f.op.readyz() == Some(503) && body.contains("cannot acquire lease") {
+            assert!(body.contains("forbidden"), "{body}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "/readyz should be 503 naming the refused Lease; it says {body:?}; log: {}",
+            f.op.log.display()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
