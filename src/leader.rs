@@ -226,10 +226,18 @@ impl Leadership {
 
     /// May write until `until` (a successful acquire or renewal).
     fn lead_until(&self, until: Instant) {
+        let was = self.is_leading();
         self.0
             .until
             .store(self.nanos(until).max(1), Ordering::Release);
-        self.publish();
+        if was {
+            self.publish();
+        } else {
+            // A new term, even if the fence lapsed and reopened between two looks (the
+            // published state would go true → true): followers must hear it, since
+            // reconciles during the lapse did nothing and wait for it.
+            self.0.changes.send_modify(|leading| *leading = true);
+        }
     }
 
     /// Stop writing now.
@@ -311,7 +319,11 @@ impl Elector {
             // Each attempt is bounded: a hanging API server must not hold the loop past the
             // point where it should notice the lease is lost.
             let attempt = tokio::time::timeout(t.renew_deadline / 2, self.try_acquire_or_renew());
-            let outcome = attempt.await;
+            // A stop does not wait for an attempt in flight.
+            let outcome = tokio::select! {
+                outcome = attempt => outcome,
+                _ = stop.changed() => break,
+            };
             self.leadership.failed(match &outcome {
                 Ok(Ok(_)) => None,
                 Ok(Err(e)) => Some(e.to_string()),
@@ -359,18 +371,18 @@ impl Elector {
                 _ = stop.changed() => {}
             }
         }
-        let held = self.leadership.is_leading();
         self.leadership.stop();
-        if held {
-            match tokio::time::timeout(t.retry_period, self.release()).await {
-                Ok(Ok(())) => info!(lease = %self.leadership.0.lease, "released the lease"),
-                Ok(Err(e)) => {
-                    warn!(error = %e, "could not release the lease; another replica takes over when it expires")
-                }
-                Err(_) => warn!(
-                    "the API server did not answer the lease release in time; another replica takes over when it expires"
-                ),
+        // Also when not leading by our clock: an acquire cut short by the stop may have
+        // landed. `release` gives the Lease up only if it names this replica.
+        match tokio::time::timeout(t.retry_period, self.release()).await {
+            Ok(Ok(true)) => info!(lease = %self.leadership.0.lease, "released the lease"),
+            Ok(Ok(false)) => {}
+            Ok(Err(e)) => {
+                warn!(error = %e, "could not release the lease; another replica takes over when it expires")
             }
+            Err(_) => warn!(
+                "the API server did not answer the lease release in time; another replica takes over when it expires"
+            ),
         }
     }
 
@@ -469,14 +481,15 @@ impl Elector {
         }
     }
 
-    /// Give the Lease up: no holder, so the next candidate takes it on its next try.
-    async fn release(&self) -> Result<(), kube::Error> {
+    /// Give the Lease up if it names this replica: no holder, so the next candidate takes it
+    /// on its next try. Ok(true) when it did.
+    async fn release(&self) -> Result<bool, kube::Error> {
         let Some(mut lease) = self.api.get_opt(&self.name).await? else {
-            return Ok(());
+            return Ok(false);
         };
         let mut spec = lease.spec.clone().unwrap_or_default();
         if spec.holder_identity.as_deref() != Some(self.leadership.0.identity.as_str()) {
-            return Ok(());
+            return Ok(false);
         }
         spec.holder_identity = None;
         spec.lease_duration_seconds = Some(1);
@@ -485,7 +498,7 @@ impl Elector {
         self.api
             .replace(&self.name, &PostParams::default(), &lease)
             .await?;
-        Ok(())
+        Ok(true)
     }
 }
 
@@ -511,6 +524,25 @@ mod tests {
             ..Timings::default()
         };
         assert!(t.check().unwrap_err().contains("--lease-renew-deadline"));
+    }
+
+    #[test]
+    fn a_lapse_then_a_renewal_is_a_new_term_that_followers_hear() {
+        let l = Leadership::candidate("ns/lease".into(), "me".into());
+        let mut changes = l.changes();
+        l.lead_until(Instant::now() + Duration::from_millis(20));
+        assert!(*changes.borrow_and_update());
+        std::thread::sleep(Duration::from_millis(30));
+        // The fence lapsed; nobody looked (no publish) before the next renewal succeeded.
+        assert!(!l.is_leading());
+        l.lead_until(Instant::now() + Duration::from_secs(5));
+        assert!(
+            changes.has_changed().unwrap() && *changes.borrow_and_update(),
+            "the reopened fence is announced, so every Release is reconciled again"
+        );
+        // A plain renewal while leading announces nothing.
+        l.lead_until(Instant::now() + Duration::from_secs(5));
+        assert!(!changes.has_changed().unwrap());
     }
 
     #[test]

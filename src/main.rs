@@ -116,6 +116,10 @@ async fn run(mut args: RunArgs) -> ExitCode {
         .identity
         .clone()
         .unwrap_or_else(default_identity);
+    // The same namespace twice would run two controllers over it.
+    args.namespaces.retain(|n| !n.is_empty());
+    args.namespaces.sort();
+    args.namespaces.dedup();
     if args
         .election
         .lease_namespace
@@ -231,7 +235,9 @@ async fn run(mut args: RunArgs) -> ExitCode {
     futures::future::join_all(controllers).await;
     if let Some(election) = election {
         let _ = stop_election.send(true);
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), election).await;
+        // The loop stops at once and the release is bounded by the retry period.
+        let bound = timings(&args.election).retry_period + std::time::Duration::from_secs(1);
+        let _ = tokio::time::timeout(bound, election).await;
     }
     tracing::info!("rewind stopped");
     ExitCode::SUCCESS
