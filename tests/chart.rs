@@ -128,6 +128,17 @@ fn an_unknown_or_misspelt_value_is_an_error() {
         assert!(!out.status.success(), "--set {bad} was accepted");
         assert!(err.contains(says), "--set {bad}: the error names it: {err}");
     }
+    let single = chart::render(
+        "rewind",
+        "rewind-system",
+        &["leaderElection.enabled=false", "replicaCount=1"],
+    );
+    assert_eq!(
+        deployment(&single)["spec"]["strategy"],
+        json!({"type": "Recreate"}),
+        "without leader election an upgrade must not overlap two active operators"
+    );
+    assert!(!args(&single).contains(&"--leader-elect".to_owned()));
     let out = chart::try_render("rewind", "rewind-system", &["leaderElection.enabled=false"]);
     assert!(
         !out.status.success()

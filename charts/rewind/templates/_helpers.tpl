@@ -70,3 +70,7 @@ helm.sh/chart: {{ include "rewind.chart" . }}
   verbs: [get]
 {{- end }}
 {{- end -}}
+
+{{- define "rewind.leaseName" -}}
+{{- default (printf "%s-leader" (include "rewind.fullname" .)) .Values.leaderElection.leaseName | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
