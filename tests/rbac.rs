@@ -138,7 +138,19 @@ async fn operator_as_chart_account(
         .token;
     let kc = kubeconfig_with_token(&format!("{ns}-{release}"), &token).await;
     let kc = kc.to_string_lossy().into_owned();
+    // The Lease the chart grants (its Role names it), as the chart's Deployment passes it.
+    let lease = rbac
+        .iter()
+        .filter(|o| o["kind"] == "Role")
+        .flat_map(|o| o["rules"].as_array().cloned().unwrap_or_default())
+        .find(|r| r["resources"] == json!(["leases"]) && r.get("resourceNames").is_some())
+        .and_then(|r| {
+            r["resourceNames"][0]
+                .as_str()
+                .map(|n| format!("--lease-name={n}"))
+        });
     let mut args = vec!["--leader-elect", "--lease-namespace", ns];
+    args.extend(lease.as_deref());
     args.extend(extra_args);
     Operator::start_with_args(ns, &args, &[("KUBECONFIG", kc.as_str())])
 }
