@@ -77,3 +77,52 @@ pub async fn serve(addr: SocketAddr, health: Health) -> std::io::Result<SocketAd
     });
     Ok(bound)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    async fn get(addr: SocketAddr, path: &str) -> String {
+        let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+        conn.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let mut out = String::new();
+        conn.read_to_string(&mut out).await.unwrap();
+        out
+    }
+
+    #[tokio::test]
+    async fn metrics_are_openmetrics_and_readyz_says_who_leads() {
+        let ready = Arc::new(AtomicBool::new(false));
+        let leader = Leadership::candidate("ns/lease".into(), "me".into());
+        let health = Health {
+            metrics: Metrics::default(),
+            ready: vec![ready.clone()],
+            leader,
+        };
+        let addr = serve("127.0.0.1:0".parse().unwrap(), health).await.unwrap();
+        let metrics = get(addr, "/metrics").await;
+        assert!(
+            metrics
+                .to_ascii_lowercase()
+                .contains("content-type: application/openmetrics-text; version=1.0.0"),
+            "{metrics}"
+        );
+        assert!(
+            metrics.contains("rewind_build_info{version=\""),
+            "{metrics}"
+        );
+        assert!(metrics.contains("rewind_leader 0"), "{metrics}");
+        let not_yet = get(addr, "/readyz").await;
+        assert!(not_yet.starts_with("HTTP/1.0 503"), "{not_yet}");
+        ready.store(true, Ordering::Relaxed);
+        let standby = get(addr, "/readyz").await;
+        assert!(standby.starts_with("HTTP/1.0 200"), "{standby}");
+        assert!(
+            standby.contains("ready: standby: lease ns/lease has no holder yet"),
+            "{standby}"
+        );
+    }
+}
