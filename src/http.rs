@@ -1,25 +1,19 @@
 //! The operator's HTTP endpoint: /metrics, /healthz (alive), /readyz (caches synced; the body
 //! says whether this replica leads).
 
-use std::{
-    net::SocketAddr,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
-};
+use std::{net::SocketAddr, sync::Arc};
 
 use axum::{Router, extract::State, http::StatusCode, routing::get};
 
-use crate::{leader::Leadership, metrics::Metrics};
+use crate::{controller::CacheSync, leader::Leadership, metrics::Metrics};
 
 /// What the endpoints read.
 #[derive(Clone)]
 pub struct Health {
     /// Metrics to render.
     pub metrics: Metrics,
-    /// One per controller, set once its caches have synced.
-    pub ready: Vec<Arc<AtomicBool>>,
+    /// One per controller: have its caches synced.
+    pub ready: Vec<Arc<CacheSync>>,
     /// Whether this replica leads.
     pub leader: Leadership,
 }
@@ -39,12 +33,22 @@ fn readiness(h: &Health) -> (StatusCode, String) {
             format!("not ready: {}\n", h.leader.describe()),
         );
     }
-    if h.ready.iter().all(|r| r.load(Ordering::Relaxed)) {
+    let pending: Vec<String> = h
+        .ready
+        .iter()
+        .filter(|r| !r.is_synced())
+        .map(|r| r.pending())
+        .collect();
+    if pending.is_empty() {
         (StatusCode::OK, format!("ready: {}\n", h.leader.describe()))
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            format!("caches not synced yet ({})\n", h.leader.describe()),
+            format!(
+                "not ready: waiting for the first list of {}; {}\n",
+                pending.join("; "),
+                h.leader.describe()
+            ),
         )
     }
 }
@@ -95,7 +99,7 @@ mod tests {
 
     #[tokio::test]
     async fn metrics_are_openmetrics_and_readyz_says_who_leads() {
-        let ready = Arc::new(AtomicBool::new(false));
+        let ready = CacheSync::new("namespace shop");
         let leader = Leadership::candidate("ns/lease".into(), "me".into());
         let health = Health {
             metrics: Metrics::default(),
@@ -117,7 +121,11 @@ mod tests {
         assert!(metrics.contains("rewind_leader 0"), "{metrics}");
         let not_yet = get(addr, "/readyz").await;
         assert!(not_yet.starts_with("HTTP/1.0 503"), "{not_yet}");
-        ready.store(true, Ordering::Relaxed);
+        assert!(
+            not_yet.contains("not ready: waiting for the first list of"),
+            "{not_yet}"
+        );
+        ready.mark_synced();
         let standby = get(addr, "/readyz").await;
         assert!(standby.starts_with("HTTP/1.0 200"), "{standby}");
         assert!(

@@ -1,17 +1,13 @@
 //! The `rewind` binary: the operator and its tools.
 #![forbid(unsafe_code)]
 
-use std::{
-    net::SocketAddr,
-    process::ExitCode,
-    sync::{Arc, atomic::AtomicBool},
-};
+use std::{net::SocketAddr, process::ExitCode, sync::Arc};
 
 use clap::{Parser, Subcommand};
 use kube::{Api, Client, CustomResourceExt, api::ListParams};
 use rewind::{
     api::{Release, RollbackPolicy},
-    controller::{self, Options},
+    controller::{self, CacheSync, Options},
     leader::Leadership,
     metrics::Metrics,
 };
@@ -169,9 +165,12 @@ async fn run(mut args: RunArgs) -> ExitCode {
     } else {
         args.namespaces.iter().cloned().map(Some).collect()
     };
-    let ready: Vec<Arc<AtomicBool>> = scopes
+    let ready: Vec<Arc<CacheSync>> = scopes
         .iter()
-        .map(|_| Arc::new(AtomicBool::new(false)))
+        .map(|s| match s {
+            Some(ns) => CacheSync::new(format!("namespace {ns}")),
+            None => CacheSync::new("all namespaces"),
+        })
         .collect();
     let health = rewind::http::Health {
         metrics: metrics.clone(),

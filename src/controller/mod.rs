@@ -10,7 +10,7 @@ mod reconcile;
 mod trim;
 mod watches;
 
-use std::sync::{Arc, atomic::AtomicBool};
+use std::sync::Arc;
 
 use futures::StreamExt;
 use k8s_openapi::api::{
@@ -30,6 +30,7 @@ use tracing::{info, warn};
 
 pub use error::Error;
 use reconcile::Memory;
+pub use watches::CacheSync;
 use watches::{WatchBackoff, Watches, tolerant_watch};
 
 use crate::{
@@ -149,7 +150,7 @@ pub(crate) fn became_leader(leader: &Leadership) -> impl futures::Stream<Item = 
 
 /// Run the controller until a signal arrives. `ready` turns true once every cache has its
 /// first full list (the /readyz probe).
-pub async fn run(client: Client, options: Options, metrics: Metrics, ready: Arc<AtomicBool>) {
+pub async fn run(client: Client, options: Options, metrics: Metrics, ready: Arc<CacheSync>) {
     let ns = &options.namespace;
     let watches = Watches::new(
         vec![

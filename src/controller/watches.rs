@@ -34,11 +34,50 @@ use crate::decide::clock::Blind;
 /// Blind spans kept; older ones are far behind every deadline that could still matter.
 const SPANS_KEPT: usize = 32;
 
+/// Whether one controller's caches have their first full list, and which do not yet: what
+/// /readyz reports.
+#[derive(Debug)]
+pub struct CacheSync {
+    /// What the controller watches ("namespace shop", "all namespaces").
+    scope: String,
+    ready: AtomicBool,
+    pending: Mutex<Vec<&'static str>>,
+}
+
+impl CacheSync {
+    /// Not synced yet; `scope` names what the controller watches.
+    pub fn new(scope: impl Into<String>) -> Arc<CacheSync> {
+        Arc::new(CacheSync {
+            scope: scope.into(),
+            ready: AtomicBool::new(false),
+            pending: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Every cache has its first full list.
+    pub fn is_synced(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+
+    /// Synced, for tests of what reads it.
+    #[cfg(test)]
+    pub(crate) fn mark_synced(&self) {
+        self.ready.store(true, Ordering::Relaxed);
+    }
+
+    /// The caches still waiting for their first list, and where: "pods, replicasets (namespace
+    /// shop)".
+    pub fn pending(&self) -> String {
+        let pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        format!("{} ({})", pending.join(", "), self.scope)
+    }
+}
+
 /// What the controller knows about its watches.
 pub(crate) struct Watches {
     names: Vec<&'static str>,
     state: Mutex<State>,
-    ready: Arc<AtomicBool>,
+    ready: Arc<CacheSync>,
 }
 
 #[derive(Default)]
@@ -52,8 +91,9 @@ struct State {
 
 impl Watches {
     /// Watches named `names` (index = stream), reporting overall readiness in `ready`.
-    pub(crate) fn new(names: Vec<&'static str>, ready: Arc<AtomicBool>) -> Arc<Watches> {
+    pub(crate) fn new(names: Vec<&'static str>, ready: Arc<CacheSync>) -> Arc<Watches> {
         let n = names.len();
+        *ready.pending.lock().unwrap_or_else(|e| e.into_inner()) = names.clone();
         Arc::new(Watches {
             names,
             state: Mutex::new(State {
@@ -67,7 +107,7 @@ impl Watches {
 
     /// Every cache has had its first full list.
     pub(crate) fn ready(&self) -> bool {
-        self.ready.load(Ordering::Relaxed)
+        self.ready.is_synced()
     }
 
     /// The blind spans, oldest first, for a decision.
@@ -108,8 +148,14 @@ impl Watches {
         s.failing[i] = false;
         if listed && !s.listed[i] {
             s.listed[i] = true;
+            let name = self.names[i];
+            self.ready
+                .pending
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .retain(|p| *p != name);
             if s.listed.iter().all(|l| *l) {
-                self.ready.store(true, Ordering::Relaxed);
+                self.ready.ready.store(true, Ordering::Relaxed);
                 info!("caches synced: every watch has its first full list");
             }
         }
@@ -270,18 +316,20 @@ mod tests {
 
     #[test]
     fn ready_once_every_watch_has_listed() {
-        let ready = Arc::new(AtomicBool::new(false));
+        let ready = CacheSync::new("namespace shop");
         let w = Watches::new(vec!["a", "b"], ready.clone());
+        assert_eq!(ready.pending(), "a, b (namespace shop)");
         w.delivered(0, false, t(0));
         w.delivered(0, true, t(1));
         assert!(!w.ready());
+        assert_eq!(ready.pending(), "b (namespace shop)");
         w.delivered(1, true, t(2));
-        assert!(w.ready() && ready.load(Ordering::Relaxed));
+        assert!(w.ready() && ready.is_synced());
     }
 
     #[test]
     fn a_failing_watch_opens_one_blind_span_until_all_recover_or_the_server_answers() {
-        let w = Watches::new(vec!["a", "b"], Arc::new(AtomicBool::new(false)));
+        let w = Watches::new(vec!["a", "b"], CacheSync::new("all namespaces"));
         let err = || watcher::Error::NoResourceVersion;
         w.failed(0, &err(), t(10));
         w.failed(1, &err(), t(11));
@@ -311,7 +359,7 @@ mod tests {
 
     #[test]
     fn spans_are_bounded() {
-        let w = Watches::new(vec!["a"], Arc::new(AtomicBool::new(false)));
+        let w = Watches::new(vec!["a"], CacheSync::new("all namespaces"));
         for i in 0..100 {
             w.failed(0, &watcher::Error::NoResourceVersion, t(i * 10));
             w.answered(t(i * 10 + 1));
