@@ -67,12 +67,7 @@ async fn leader_pausing_mid_rollback(test: &str, pause: &'static str) -> Fixture
 /// Ship `version` crash-looping and wait until the leader has written RestoringImages and is
 /// pausing (the test fault) before it patches the Deployment.
 async fn ship_bad_until_in_flight(f: &Fixture, version: &str) {
-    f.apply_release(
-        version,
-        &loopback_image(&format!("{version}-crashloop")),
-        json!({}),
-    )
-    .await;
+    f.ship_crashlooping(version).await;
     f.op.wait_log("test fault: pausing", secs(90)).await;
 }
 

@@ -103,8 +103,7 @@ async fn api_server_down_mid_rollout_gives_no_false_verdict() {
 async fn api_server_down_mid_rollback_finishes_it_once_without_a_false_failure() {
     let f = Fixture::with("outage_rollback", AS_DEPLOYED, json!({})).await;
     f.shop_healthy_on_1_0_0().await;
-    f.apply_release("2.0.0", &loopback_image("2.0.0-crashloop"), json!({}))
-        .await;
+    f.ship_crashlooping("2.0.0").await;
     f.release_until("a rollback in flight", secs(60), |r| {
         r.status
             .as_ref()

@@ -160,8 +160,7 @@ async fn operator_as_chart_account(
 async fn deploy_and_roll_back_without_a_403(f: &Fixture, sa: &str) {
     readyz_ok(f).await;
     f.shop_healthy_on_1_0_0().await;
-    f.apply_release("2.0.0", &loopback_image("2.0.0-crashloop"), json!({}))
-        .await;
+    f.ship_crashlooping("2.0.0").await;
     f.release_until("rolled back from 2.0.0", secs(90), |r| {
         r.status.as_ref().is_some_and(|s| {
             s.rollbacks.len() == 1 && s.rollbacks[0].phase == RollbackPhase::Succeeded

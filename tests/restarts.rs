@@ -20,16 +20,6 @@ const ROUNDS: usize = 5;
 /// /readyz must answer 200 this soon after a start.
 const READY_WITHIN: Duration = Duration::from_secs(5);
 
-/// Ship `version` crash-looping; the rollback back to 1.0.0 must follow.
-async fn ship_bad(f: &Fixture, version: &str) {
-    f.apply_release(
-        version,
-        &loopback_image(&format!("{version}-crashloop")),
-        json!({}),
-    )
-    .await;
-}
-
 /// Wait until `n` rollbacks are recorded and the last one Succeeded from `version`.
 async fn rolled_back(f: &Fixture, n: usize, version: &str) -> Release {
     f.release_until(
@@ -104,7 +94,7 @@ async fn killed_at(test: &str, fault: &'static str) {
             }
         };
         assert!(took <= READY_WITHIN, "round {round}: /readyz took {took:?}");
-        ship_bad(&f, &version).await;
+        f.ship_crashlooping(&version).await;
         let code = f.op.wait_exit(secs(90)).await;
         assert_eq!(
             code,
@@ -121,7 +111,7 @@ async fn killed_at(test: &str, fault: &'static str) {
         assert_audit_whole(&r, round);
     }
     // It acts after the last restart too: one more bad version is rolled back.
-    ship_bad(&f, "2.0.99").await;
+    f.ship_crashlooping("2.0.99").await;
     let r = rolled_back(&f, ROUNDS + 1, "2.0.99").await;
     assert_audit_whole(&r, ROUNDS + 1);
     // Per bad version, exactly two changes to the Deployment: the rollout and the restore.
@@ -207,7 +197,7 @@ async fn two_operators_at_once_roll_back_once() {
     f.shop_healthy_on_1_0_0().await;
     let _second = Operator::start(f.ns.name());
     let gen0 = generation(&f).await;
-    ship_bad(&f, "2.0.0").await;
+    f.ship_crashlooping("2.0.0").await;
     rolled_back(&f, 1, "2.0.0").await;
     // Both operators had time to act on what they saw.
     tokio::time::sleep(secs(5)).await;

@@ -543,6 +543,14 @@ impl Fixture {
             .expect("applying Release shop");
     }
 
+    /// Apply Release `shop` at `version` with an image whose pods crash-loop (the simulated
+    /// nodes' `crashloop` marker): a bad release, for a rollback to follow.
+    pub async fn ship_crashlooping(&self, version: &str) {
+        let image = loopback_image(&format!("{version}-crashloop"));
+        self.apply_release(version, &image, serde_json::json!({}))
+            .await;
+    }
+
     /// Set (or with None, remove) an annotation.
     pub async fn annotate<K>(&self, api: &Api<K>, name: &str, key: &str, value: Option<&str>)
     where

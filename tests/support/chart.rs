@@ -13,8 +13,14 @@ fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// The helm binary, built (once, cached) by tests/tools/build.sh from tests/tools/helm.
+/// The helm binary, built (once, cached) by tests/tools/build.sh from tests/tools/helm; asked
+/// once per test process.
 pub fn helm() -> PathBuf {
+    static HELM: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    HELM.get_or_init(build_helm).clone()
+}
+
+fn build_helm() -> PathBuf {
     let out = Command::new(root().join("tests/tools/build.sh"))
         .arg("helm")
         .output()
