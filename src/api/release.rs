@@ -467,6 +467,9 @@ pub struct PinnedMigration {
     /// False: crossing it backwards needs an explicit override.
     #[serde(default = "default_true", skip_serializing_if = "is_true")]
     pub reversible: bool,
+    /// The up command, when the revision has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub up: Option<MigrationCommand>,
     /// The down command, when the revision has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub down: Option<MigrationCommand>,

@@ -207,6 +207,7 @@ mod tests {
                 resolved_from: None,
                 schema_version: "2".into(),
                 reversible: true,
+                up: None,
                 down: None,
                 service_account_name: Some("migrator".into()),
                 env: vec![MigrationEnvVar {

@@ -214,6 +214,7 @@ impl Planner<'_> {
                 resolved_from,
                 schema_version: m.schema_version.clone(),
                 reversible: m.reversible,
+                up: m.up.clone(),
                 down: m.down.clone(),
                 service_account_name: m.service_account_name.clone(),
                 env: m.env.clone(),

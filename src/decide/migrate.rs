@@ -355,14 +355,7 @@ impl Planner<'_> {
     /// The up Job of the revision at `idx`.
     fn up_request(&self, entry: &Revision, job: &MigrationJob) -> Option<JobRequest> {
         let m = entry.migration.as_ref()?;
-        let up = self
-            .release
-            .spec
-            .migration
-            .as_ref()
-            .filter(|_| entry.version == self.release.spec.version)
-            .and_then(|s| s.up.clone())
-            .unwrap_or_default();
+        let up = m.up.clone().unwrap_or_default();
         let live = self.live_index().map(|i| &self.status.history[i]);
         let from_schema = live.map(|l| shown(&schema_of(&self.status.history, l)));
         Some(JobRequest {

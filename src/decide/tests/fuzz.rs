@@ -287,6 +287,13 @@ enum Event {
     /// A release of `VERSIONS[i]` whose pods come up in a failing state, then time passes and
     /// whatever Rewind applied rolls out.
     Broken(usize, PodState),
+    /// The next spec's migration: schema, an up command, a down command, reversible (or none).
+    Migration(Option<(u8, bool, bool, bool)>),
+    /// Every running migration Job ends: 0 succeeded, 1 failed, 2 past its deadline,
+    /// 3 deleted.
+    JobsEnd(u8),
+    /// `rewind.dev/allow-irreversible` names these versions.
+    AllowIrreversible(String),
 }
 
 const VERSIONS: [&str; 4] = ["1.0.0", "2.0.0", "3.0.0", "4.0.0"];
@@ -327,6 +334,13 @@ fn event() -> impl Strategy<Value = Event> {
         1 => any::<bool>().prop_map(Event::PolicyBroken),
         3 => (0..VERSIONS.len()).prop_map(Event::Healthy),
         3 => (0..VERSIONS.len(), pod_state()).prop_map(|(i, s)| Event::Broken(i, s)),
+        2 => prop::option::of((0u8..3, any::<bool>(), prop::bool::weighted(0.8), prop::bool::weighted(0.8)))
+            .prop_map(Event::Migration),
+        3 => (0u8..4).prop_map(Event::JobsEnd),
+        1 => prop_oneof![
+            (0..VERSIONS.len()).prop_map(|i| VERSIONS[i].to_owned()),
+            "\\PC{0,300}",
+        ].prop_map(Event::AllowIrreversible),
     ]
 }
 
@@ -418,6 +432,54 @@ fn check_invariants(before: &ReleaseStatus, p: &Plan) -> Result<(), TestCaseErro
         );
         prop_assert!(rb.to.revision < rb.from.revision || rb.trigger == Trigger::Manual);
     }
+    // Migrations: nothing is applied past a waiting up Job or before the down migrations
+    // of a BeforeRollback; every Job asked for is recorded in status under its name, once.
+    let gated = after.history.iter().find(|r| {
+        r.migration
+            .as_ref()
+            .and_then(|m| m.up_job.as_ref())
+            .is_some_and(|j| j.phase == crate::api::MigrationPhase::Running)
+    });
+    if let (Some(g), Some(t)) = (gated, &p.apply) {
+        prop_assert_ne!(
+            g.revision,
+            t.revision,
+            "applied a revision whose up Job runs"
+        );
+    }
+    if let Some(rb) = after.rollback.as_ref()
+        && rb.phase == RollbackPhase::MigratingDown
+    {
+        prop_assert!(p.apply.is_none(), "applied while migrating down first");
+    }
+    let recorded: Vec<&str> = after
+        .history
+        .iter()
+        .filter_map(|r| r.migration.as_ref()?.up_job.as_ref())
+        .chain(
+            after
+                .rollback
+                .iter()
+                .flat_map(|rb| rb.migrations.iter().filter_map(|s| s.job.as_ref())),
+        )
+        .map(|j| j.name.as_str())
+        .collect();
+    let mut names: Vec<&str> = p.jobs.iter().map(|j| j.name.as_str()).collect();
+    names.sort_unstable();
+    names.dedup();
+    prop_assert_eq!(
+        names.len(),
+        p.jobs.len(),
+        "a Job asked for twice in one plan"
+    );
+    for j in &p.jobs {
+        prop_assert!(
+            recorded.contains(&j.name.as_str()),
+            "Job {} is asked for but not recorded in status",
+            j.name
+        );
+        prop_assert!(j.name.len() <= 63, "{}", j.name);
+    }
     let revisions: Vec<i64> = after.history.iter().map(|r| r.revision).collect();
     let mut sorted = revisions.clone();
     sorted.sort_unstable_by(|a, b| b.cmp(a));
@@ -429,6 +491,9 @@ fn check_invariants(before: &ReleaseStatus, p: &Plan) -> Result<(), TestCaseErro
     );
     for c in &after.conditions {
         prop_assert!(c.message.len() <= text::MESSAGE_MAX);
+    }
+    for e in &p.events {
+        prop_assert!(e.message.len() <= text::MESSAGE_MAX);
     }
     let size = serde_json::to_vec(after)
         .map(|v| v.len())
@@ -552,6 +617,36 @@ proptest! {
                             image: tag("1.0.0"),
                         });
                     }
+                }
+                Event::Migration(m) => {
+                    w.release.spec.migration = m.map(|(schema, up, down, reversible)| crate::api::Migration {
+                        image: format!("registry.example/shop/migrate:{schema}"),
+                        schema_version: schema.to_string(),
+                        up: up.then(Default::default),
+                        down: down.then(Default::default),
+                        reversible,
+                        service_account_name: None,
+                        env: Vec::new(),
+                        env_from: Vec::new(),
+                        resources: None,
+                        pod_annotations: Default::default(),
+                    });
+                }
+                Event::JobsEnd(how) => {
+                    let at = t(now);
+                    if how == 3 {
+                        w.jobs.retain(|j| j.state != JobState::Running);
+                    }
+                    for j in w.jobs.iter_mut().filter(|j| j.state == JobState::Running) {
+                        j.state = match how {
+                            0 => JobState::Succeeded { at },
+                            1 => JobState::Failed { at, reason: "BackoffLimitExceeded".into(), message: "x".repeat(5000) },
+                            _ => JobState::Failed { at, reason: "DeadlineExceeded".into(), message: String::new() },
+                        };
+                    }
+                }
+                Event::AllowIrreversible(v) => {
+                    w.annotate(labels::ALLOW_IRREVERSIBLE, &v);
                 }
                 Event::PolicyBroken(broken) => {
                     w.policy_error = broken.then(|| PolicyError::Ambiguous(vec!["a".into(), "b".into()]));
