@@ -218,7 +218,19 @@ async fn deploy_and_roll_back_without_a_403(f: &Fixture, sa: &str) {
     assert_job_rights(f, f.ns.name(), sa).await;
     readyz_ok(f).await;
     f.shop_healthy_on_1_0_0().await;
-    f.ship_crashlooping("2.0.0").await;
+    // 2.0.0 changes the schema: its up Job gates the rollout, and the rollback from it runs
+    // its down Job, both created by the chart's account.
+    f.apply_release(
+        "2.0.0",
+        &loopback_image("2.0.0-crashloop"),
+        serde_json::json!({"migration": {
+            "image": loopback_image("migrate-2.0.0"),
+            "schemaVersion": "2",
+            "up": {"args": ["up"]},
+            "down": {"args": ["down"]},
+        }}),
+    )
+    .await;
     f.release_until("rolled back from 2.0.0", secs(90), |r| {
         r.status.as_ref().is_some_and(|s| {
             s.rollbacks.len() == 1 && s.rollbacks[0].phase == RollbackPhase::Succeeded
@@ -226,6 +238,19 @@ async fn deploy_and_roll_back_without_a_403(f: &Fixture, sa: &str) {
     })
     .await;
     assert_no_403(f, sa).await;
+    let created = audit::events()
+        .into_iter()
+        .filter(|e| {
+            e["user"]["username"] == format!("system:serviceaccount:{}:{sa}", f.ns.name()).as_str()
+                && e["verb"] == "create"
+                && e["objectRef"]["resource"] == "jobs"
+                && e["responseStatus"]["code"] == 201
+        })
+        .count();
+    assert_eq!(
+        created, 2,
+        "the operator created the up and the down Job itself"
+    );
 }
 
 /// The audit log shows the chart's ServiceAccount did the work and was refused nothing.
