@@ -299,6 +299,10 @@ pub enum MigrationFailureAction {
     /// (`rewind.dev/retry` runs the Job again).
     #[default]
     Halt,
+    /// Accepted by an earlier schema, no longer: read so a stored policy is reported as
+    /// invalid on itself (and on its Releases) rather than skipped.
+    #[schemars(skip)]
+    Continue,
 }
 
 /// What to do when a rollback would cross an irreversible migration.
@@ -311,6 +315,9 @@ pub enum IrreversibleAction {
     Halt,
     /// Roll back across it without running a down Job for it.
     Allow,
+    /// Accepted by an earlier schema, no longer (see [`MigrationFailureAction::Continue`]).
+    #[schemars(skip)]
+    Continue,
 }
 
 /// Observed state of a RollbackPolicy.

@@ -191,13 +191,14 @@ fn is_true(b: &bool) -> bool {
     *b
 }
 
-/// The schema of `podAnnotations`: at most 32, keys at most 317 characters, values at most 4 KiB.
+/// The schema of `podAnnotations`: at most 16, keys at most 317 characters, values at most
+/// 1 KiB (a Release and its history must fit etcd's 1.5 MiB object limit).
 fn pod_annotations_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     schemars::json_schema!({
         "type": "object",
-        "maxProperties": 32,
+        "maxProperties": 16,
         "propertyNames": {"maxLength": 317},
-        "additionalProperties": {"type": "string", "maxLength": 4096}
+        "additionalProperties": {"type": "string", "maxLength": 1024}
     })
 }
 
@@ -213,7 +214,7 @@ pub struct MigrationEnvVar {
     pub name: String,
     /// Literal value.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 4096))]
+    #[schemars(length(max = 1024))]
     pub value: Option<String>,
     /// A key of a Secret or ConfigMap.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -309,11 +310,11 @@ fn quantities_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
 pub struct MigrationCommand {
     /// Entrypoint; the image's when empty.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 64), inner(length(max = 1024)))]
+    #[schemars(length(max = 16), inner(length(max = 1024)))]
     pub command: Vec<String>,
     /// Arguments.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 256), inner(length(max = 1024)))]
+    #[schemars(length(max = 64), inner(length(max = 1024)))]
     pub args: Vec<String>,
 }
 
@@ -534,6 +535,9 @@ pub struct MigrationJob {
     /// How it ended, for a person (the container's termination message when it failed).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub message: String,
+    /// The Job's `activeDeadlineSeconds` (the policy's timeout when the step started).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline_seconds: Option<i64>,
 }
 
 fn one() -> u32 {

@@ -9,8 +9,8 @@ use k8s_openapi::{
         batch::v1::{Job, JobSpec},
         core::v1::{
             ConfigMapEnvSource, ConfigMapKeySelector, Container, EnvFromSource, EnvVar,
-            EnvVarSource, PodSpec, PodTemplateSpec, ResourceRequirements, SecretEnvSource,
-            SecretKeySelector,
+            EnvVarSource, LocalObjectReference, PodSpec, PodTemplateSpec, ResourceRequirements,
+            SecretEnvSource, SecretKeySelector,
         },
     },
     apimachinery::pkg::{api::resource::Quantity, apis::meta::v1::ObjectMeta},
@@ -23,8 +23,13 @@ use crate::{
     labels,
 };
 
-/// The Job for `request`, owned by `release` (deleted with it).
-pub fn job_for(release: &Release, request: &JobRequest) -> Job {
+/// The Job for `request`, owned by `release` (deleted with it), pulling with `pull_secrets`
+/// (the Deployment's).
+pub fn job_for(
+    release: &Release,
+    request: &JobRequest,
+    pull_secrets: &[LocalObjectReference],
+) -> Job {
     let m = &request.migration;
     let mut labels_ = BTreeMap::from([
         (labels::RELEASE.to_owned(), release.name_any()),
@@ -116,6 +121,7 @@ pub fn job_for(release: &Release, request: &JobRequest) -> Job {
                 spec: Some(PodSpec {
                     restart_policy: Some("Never".into()),
                     service_account_name: m.service_account_name.clone(),
+                    image_pull_secrets: (!pull_secrets.is_empty()).then(|| pull_secrets.to_vec()),
                     containers: vec![container],
                     ..Default::default()
                 }),
@@ -239,7 +245,10 @@ mod tests {
             },
             deadline: std::time::Duration::from_secs(600),
         };
-        let job = serde_json::to_value(job_for(&release, &request)).unwrap();
+        let secrets = [LocalObjectReference {
+            name: "registry".into(),
+        }];
+        let job = serde_json::to_value(job_for(&release, &request, &secrets)).unwrap();
         assert_eq!(job["spec"]["backoffLimit"], 0);
         assert_eq!(job["spec"]["activeDeadlineSeconds"], 600);
         assert_eq!(job["metadata"]["labels"]["rewind.dev/release"], "shop");
@@ -259,6 +268,10 @@ mod tests {
         );
         assert_eq!(pod["spec"]["restartPolicy"], "Never");
         assert_eq!(pod["spec"]["serviceAccountName"], "migrator");
+        assert_eq!(
+            pod["spec"]["imagePullSecrets"],
+            json!([{"name": "registry"}])
+        );
         let c = &pod["spec"]["containers"][0];
         assert_eq!(c["image"], "r/migrate@sha256:aa");
         assert_eq!(c["command"], json!(["migrate"]));

@@ -9,6 +9,7 @@ use std::{
 
 use futures::future;
 use jiff::Timestamp;
+use k8s_openapi::api::core::v1::LocalObjectReference;
 use kube::{
     Api, Resource, ResourceExt,
     api::{Patch, PatchParams},
@@ -279,7 +280,21 @@ async fn observe_plan_act(release: &Release, ns: &str, ctx: &Context) -> Result<
         confirmed,
         "planned"
     );
-    execute(release, ns, &plan, ctx).await?;
+    // Migration Jobs pull with the Deployment's pull secrets (often the same registry).
+    let pull_secrets = seen
+        .deployment
+        .as_ref()
+        .and_then(|d| {
+            d.spec
+                .as_ref()?
+                .template
+                .spec
+                .as_ref()?
+                .image_pull_secrets
+                .clone()
+        })
+        .unwrap_or_default();
+    execute(release, ns, &plan, &pull_secrets, ctx).await?;
     Ok(match plan.recheck {
         Some(at) => {
             let wait = at.duration_since(Timestamp::now());
@@ -294,7 +309,13 @@ async fn observe_plan_act(release: &Release, ns: &str, ctx: &Context) -> Result<
 
 /// Carry out a plan: status first (the phase is recorded before any side effect), then
 /// Events and the log line of a finished rollback, then the Deployment.
-async fn execute(release: &Release, ns: &str, plan: &Plan, ctx: &Context) -> Result<(), Error> {
+async fn execute(
+    release: &Release,
+    ns: &str,
+    plan: &Plan,
+    pull_secrets: &[LocalObjectReference],
+    ctx: &Context,
+) -> Result<(), Error> {
     let name = release.name_any();
     if status_changed(release.status.as_ref(), &plan.status) {
         let patch = json!({
@@ -434,7 +455,7 @@ async fn execute(release: &Release, ns: &str, plan: &Plan, ctx: &Context) -> Res
     // The status already records each Job's name and step: create them now. Creating one that
     // exists (a restart, or a cache that has not seen it yet) finds it, never a second one.
     for request in &plan.jobs {
-        let job = jobs::job_for(release, request);
+        let job = jobs::job_for(release, request, pull_secrets);
         let created = jobs::create(&Api::namespaced(ctx.client.clone(), ns), &job)
             .await
             .map_err(|e| Error::Job(request.name.clone(), e))?;

@@ -134,13 +134,13 @@ impl Crossing {
     }
 }
 
-/// The revision `revision`'s migration cannot be undone by a Job.
+/// The revision `revision`'s migration is marked `reversible: false`.
 fn is_irreversible(history: &[Revision], revision: i64) -> bool {
     history
         .iter()
         .find(|r| r.revision == revision)
         .and_then(|r| r.migration.as_ref())
-        .is_none_or(|m| !m.reversible || m.down.is_none())
+        .is_some_and(|m| !m.reversible)
 }
 
 /// The revision `rev` was deployed over: `deployedOver` when recorded (and older), else the
@@ -228,14 +228,29 @@ pub(super) fn job_name(
     format!("{cut}-{hash}")
 }
 
+/// The `activeDeadlineSeconds` a Job is created with: the one recorded when its step started.
+fn job_deadline(job: &MigrationJob, policy: Duration) -> Duration {
+    job.deadline_seconds
+        .and_then(|s| u64::try_from(s).ok())
+        .map_or(policy, Duration::from_secs)
+}
+
 impl Planner<'_> {
+    /// The policy's migration timeout in seconds, recorded with each Job.
+    fn deadline_seconds(&self) -> i64 {
+        i64::try_from(self.policy.migration_timeout.as_secs()).unwrap_or(i64::MAX)
+    }
+
     /// Follow a Job this plan or an earlier one asked for. While it is not seen, ask for it
     /// again (creating it is idempotent by name): the cache may not have it yet.
     fn follow(&mut self, job: &mut MigrationJob, request: JobRequest) -> Followed {
         let started = job.started_at.as_ref().map_or(self.now, |t| t.0);
-        let deadline = self
-            .clock()
-            .due(started, self.policy.migration_timeout + DEADLINE_GRACE);
+        // The deadline the Job was created with (the policy's may have changed since).
+        let timeout = job
+            .deadline_seconds
+            .and_then(|s| u64::try_from(s).ok())
+            .map_or(self.policy.migration_timeout, Duration::from_secs);
+        let deadline = self.clock().due(started, timeout + DEADLINE_GRACE);
         let seen = self
             .input
             .observed
@@ -264,7 +279,7 @@ impl Planner<'_> {
                     message: format!(
                         "Job {} was not seen running within {}s of being asked for (can Rewind create Jobs in this namespace?)",
                         job.name,
-                        (self.policy.migration_timeout + DEADLINE_GRACE).as_secs()
+                        (timeout + DEADLINE_GRACE).as_secs()
                     ),
                 };
             }
@@ -279,10 +294,10 @@ impl Planner<'_> {
                     reason: reasons::MIGRATION_TIMED_OUT,
                     result: "TimedOut",
                     message: format!(
-                        "Job {} did not finish within {}s (policy migrations.timeout {}s, and the Job controller did not end it)",
+                        "Job {} did not finish within {}s (its deadline {}s, and the Job controller did not end it)",
                         job.name,
-                        (self.policy.migration_timeout + DEADLINE_GRACE).as_secs(),
-                        self.policy.migration_timeout.as_secs()
+                        (timeout + DEADLINE_GRACE).as_secs(),
+                        timeout.as_secs()
                     ),
                 }
             }
@@ -357,7 +372,9 @@ impl Planner<'_> {
         let m = entry.migration.as_ref()?;
         let up = m.up.clone().unwrap_or_default();
         let live = self.live_index().map(|i| &self.status.history[i]);
-        let from_schema = live.map(|l| shown(&schema_of(&self.status.history, l)));
+        // The schema the database is at: the revision this one is deployed over.
+        let base = entry.deployed_over.and_then(|n| self.entry(n)).or(live);
+        let from_schema = base.map(|b| shown(&schema_of(&self.status.history, b)));
         Some(JobRequest {
             name: job.name.clone(),
             kind: MigrationKind::Up,
@@ -380,7 +397,7 @@ impl Planner<'_> {
                 ),
             ],
             migration: m.clone(),
-            deadline: self.policy.migration_timeout,
+            deadline: job_deadline(job, self.policy.migration_timeout),
         })
     }
 
@@ -405,6 +422,7 @@ impl Planner<'_> {
             started_at: Some(Time(self.now)),
             completed_at: None,
             message: String::new(),
+            deadline_seconds: Some(self.deadline_seconds()),
         };
         if let Some(request) = self.up_request(&entry, &job) {
             self.jobs.push(request);
@@ -579,6 +597,13 @@ impl Planner<'_> {
             if schema != before_schema
                 && let Some(m) = &current.migration
             {
+                // Reversible without a down command: nothing to undo (an additive change the
+                // older code runs with), crossed without a Job.
+                let phase = if m.down.is_none() && m.reversible {
+                    MigrationPhase::Skipped
+                } else {
+                    MigrationPhase::Pending
+                };
                 crossing.steps.push(MigrationStep {
                     revision: current.revision,
                     version: current.version.clone(),
@@ -588,9 +613,9 @@ impl Planner<'_> {
                     to_schema_version: shown(&before_schema),
                     image: migration_image(m),
                     job: None,
-                    phase: MigrationPhase::Pending,
+                    phase,
                 });
-                if !m.reversible || m.down.is_none() {
+                if !m.reversible {
                     crossing.irreversible.push(current.version.clone());
                 }
             }
@@ -632,7 +657,7 @@ impl Planner<'_> {
                 ),
             ],
             migration: m,
-            deadline: self.policy.migration_timeout,
+            deadline: job_deadline(job, self.policy.migration_timeout),
         })
     }
 
@@ -666,6 +691,7 @@ impl Planner<'_> {
                         started_at: Some(Time(self.now)),
                         completed_at: None,
                         message: String::new(),
+                        deadline_seconds: Some(self.deadline_seconds()),
                     };
                     if let Some(request) = self.down_request(rb, i, &job) {
                         self.jobs.push(request);
@@ -779,12 +805,12 @@ impl Planner<'_> {
             format!("still runs {}", rb.from.version)
         };
         let message = format!(
-            "rollback {} from {} to {} halted: {what}. The Deployment is left as it is ({state}) and nothing is retried on its own: look at the Job (kubectl logs job/{}), fix the cause, then set the {} annotation to run it again as a new Job",
+            "rollback {} from {} to {} halted: {what}. The Deployment is left as it is ({state}) and nothing is retried on its own: look at the Job (kubectl describe job/{job}; kubectl logs job/{job} while its pod exists), fix the cause, then set the {retry} annotation to run it again as a new Job",
             rb.id,
             rb.from.version,
             rb.to.version,
-            rb.job_name.as_deref().unwrap_or("?"),
-            labels::RETRY
+            job = rb.job_name.as_deref().unwrap_or("?"),
+            retry = labels::RETRY
         );
         self.fail_rollback(rb.clone(), reason, message);
     }

@@ -15,8 +15,8 @@ use super::{
     text::{NAME_MAX, bounded},
 };
 use crate::api::{
-    DigestResolution, IrreversibleAction, MigrationOrder, RollbackPolicySpec, RollbackTarget,
-    duration,
+    DigestResolution, IrreversibleAction, MigrationFailureAction, MigrationOrder,
+    RollbackPolicySpec, RollbackTarget, duration,
     rules::{self, DurationBounds},
 };
 
@@ -232,6 +232,24 @@ impl TryFrom<&RollbackPolicySpec> for Policy {
             }
         }
         let migrations = spec.migrations.clone().unwrap_or_default();
+        for (field, stale) in [
+            (
+                "migrations.onFailure",
+                migrations.on_failure == Some(MigrationFailureAction::Continue),
+            ),
+            (
+                "migrations.irreversible",
+                migrations.irreversible == Some(IrreversibleAction::Continue),
+            ),
+        ] {
+            if stale {
+                return Err(PolicyError::BadValue {
+                    field: field.into(),
+                    value: "Continue".into(),
+                    problem: "Continue is no longer accepted: onFailure is Halt, irreversible is Halt or Allow".into(),
+                });
+            }
+        }
         let migration_timeout = within(
             &rules::MIGRATION_TIMEOUT,
             rules::MIGRATION_TIMEOUT.field.into(),
@@ -495,6 +513,15 @@ mod tests {
             (
                 serde_json::json!({"migrations": {"timeout": "1s"}}),
                 "migrations.timeout is 1s; it must be from 10s to 24h",
+            ),
+            (
+                // Stored under an earlier schema: reported, not skipped.
+                serde_json::json!({"migrations": {"onFailure": "Continue"}}),
+                "migrations.onFailure \"Continue\" cannot be used: Continue is no longer accepted",
+            ),
+            (
+                serde_json::json!({"migrations": {"irreversible": "Continue"}}),
+                "migrations.irreversible \"Continue\" cannot be used",
             ),
             (
                 serde_json::json!({"metrics": [{"name": "e", "prometheus": {"address": "http://p", "query": "up"}, "interval": "1s", "failWhen": {"above": 1}}]}),

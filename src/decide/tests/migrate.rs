@@ -565,7 +565,7 @@ fn a_policy_that_allows_irreversible_migrations_rolls_back_across_them() {
     let mut w = healthy_v1_v2();
     w.policy.allow_irreversible = true;
     let mut m = migration("3.0.0", "3", false);
-    m.down = None;
+    m.reversible = false;
     w.set_release("3.0.0", Some(m));
     w.at(200).step();
     let p = w.at(210).pods_come_up(PodState::CrashLoop(3)).step();
@@ -606,4 +606,36 @@ fn a_migration_image_is_pinned_like_an_app_image() {
     assert_eq!(m.digest, Some(d(77)));
     assert_eq!(m.resolved_from, Some(DigestSource::Registry));
     assert_eq!(p.jobs[0].image, format!("{MIGRATE}@{}", d(77)));
+}
+
+#[test]
+fn a_reversible_migration_without_a_down_command_is_crossed_without_a_job() {
+    // An additive change (a new column) the older code runs with: nothing to undo.
+    let mut w = healthy_v1_v2();
+    let mut m = migration("3.0.0", "3", false);
+    m.down = None;
+    w.set_release("3.0.0", Some(m));
+    w.at(200).step();
+    let p = w.at(210).pods_come_up(PodState::CrashLoop(3)).step();
+    let rb = rollback(&p.status);
+    assert_eq!(rb.phase, RollbackPhase::RestoringImages);
+    assert_eq!(rb.migrations[0].phase, MigrationPhase::Skipped);
+    assert!(p.jobs.is_empty());
+    assert!(p.apply.is_some());
+}
+
+#[test]
+fn a_job_keeps_the_deadline_it_was_created_with() {
+    let mut w = healthy_v1_v2();
+    w.policy.migration_timeout = Duration::from_secs(600);
+    w.set_release("3.0.0", Some(migration("3.0.0", "3", false)));
+    w.at(200).step();
+    let p = w.at(210).pods_come_up(PodState::CrashLoop(3)).step();
+    assert_eq!(p.jobs[0].deadline, Duration::from_secs(600));
+    // Someone lowers the policy's timeout while the Job runs: the Job still has 600 s, so
+    // Rewind does not call it timed out early (and a retry would run a second Job beside it).
+    w.policy.migration_timeout = Duration::from_secs(10);
+    let p = w.at(400).step();
+    assert_eq!(rollback(&p.status).phase, RollbackPhase::MigratingDown);
+    assert_eq!(p.recheck, Some(t(210 + 600 + 60)));
 }
