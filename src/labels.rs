@@ -14,5 +14,12 @@ pub const ROLLBACK_TO: &str = "rewind.dev/rollback-to";
 pub const RETRY: &str = "rewind.dev/retry";
 /// On a Release: who asked for the manual rollback or retry (set by `kubectl rewind`).
 pub const REQUESTED_BY: &str = "rewind.dev/requested-by";
+/// On a Release: versions (comma-separated) whose irreversible migration a manual rollback may
+/// cross.
+pub const ALLOW_IRREVERSIBLE: &str = "rewind.dev/allow-irreversible";
+/// On migration Jobs and their pods: `up` or `down`.
+pub const MIGRATION: &str = "rewind.dev/migration";
+/// On a down migration Job: the rollback it belongs to.
+pub const ROLLBACK_ID: &str = "rewind.dev/rollback-id";
 /// The `rollback-to` value meaning "the revision before the live one".
 pub const PREVIOUS: &str = "previous";

@@ -294,7 +294,14 @@ fn test_faults() -> controller::Faults {
                 let pause: rewind::api::duration::Duration = pause.parse().ok()?;
                 Some((phase.to_owned(), pause.get()))
             }),
+        pause_after_job: std::env::var("REWIND_TEST_PAUSE_AFTER_JOB")
+            .ok()
+            .and_then(|v| v.parse::<rewind::api::duration::Duration>().ok())
+            .map(|d| d.get()),
     };
+    if let Some(pause) = &faults.pause_after_job {
+        tracing::warn!(?pause, "test fault armed: REWIND_TEST_PAUSE_AFTER_JOB");
+    }
     if let Some((phase, pause)) = &faults.pause_after_phase {
         tracing::warn!(%phase, ?pause, "test fault armed: REWIND_TEST_PAUSE_AFTER_PHASE");
     }

@@ -25,6 +25,15 @@ pub struct RollbackLabels {
     pub result: &'static str,
 }
 
+/// Labels of a migration Job that ended.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MigrationLabels {
+    /// `up` or `down`.
+    pub kind: &'static str,
+    /// Succeeded, Failed, TimedOut or Deleted.
+    pub result: &'static str,
+}
+
 /// Labels of an object a watch skipped.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabels {
@@ -60,6 +69,8 @@ pub struct Metrics {
     pub verdicts: Family<VerdictLabels, Counter>,
     /// 1 while this replica leads (always 1 without leader election).
     pub leader: Gauge,
+    /// Migration Jobs that ended, by kind and result.
+    pub migration_jobs: Family<MigrationLabels, Counter>,
 }
 
 /// Labels of the build-info series.
@@ -118,6 +129,12 @@ impl Default for Metrics {
             "1 while this replica leads and may write (always 1 without leader election)",
             leader.clone(),
         );
+        let migration_jobs = Family::<MigrationLabels, Counter>::default();
+        registry.register(
+            "migration_jobs",
+            "Migration Jobs that ended, by kind (up, down) and result (Succeeded, Failed, TimedOut, Deleted)",
+            migration_jobs.clone(),
+        );
         let build = Family::<BuildLabels, Gauge>::default();
         build
             .get_or_create(&BuildLabels {
@@ -126,6 +143,7 @@ impl Default for Metrics {
             .set(1);
         registry.register("build_info", "Rewind's version; always 1", build);
         Metrics {
+            migration_jobs,
             leader,
             objects_skipped,
             verdicts,

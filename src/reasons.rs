@@ -65,8 +65,26 @@ reasons! {
     ADOPTED = "Adopted";
     /// A revision is being applied to the Deployment.
     DEPLOYING = "Deploying";
-    /// A Release with `spec.migration` is deployed, but no migration Job runs yet.
-    MIGRATION_NOT_RUN = "MigrationNotRun";
+    /// A revision's up migration Job runs; the Deployment is changed once it completes.
+    MIGRATING_UP = "MigratingUp";
+    /// A rollback's down migration Job runs.
+    MIGRATING_DOWN = "MigratingDown";
+    /// A migration Job completed.
+    MIGRATION_SUCCEEDED = "MigrationSucceeded";
+    /// A migration Job failed: an up Job fails its revision (the Deployment is untouched), a
+    /// down Job halts its rollback (the Deployment is left as it is).
+    MIGRATION_FAILED = "MigrationFailed";
+    /// A migration Job ran past the policy's `migrations.timeout`.
+    MIGRATION_TIMED_OUT = "MigrationTimedOut";
+    /// A migration Job was deleted before it finished; Rewind does not create it again.
+    MIGRATION_JOB_DELETED = "MigrationJobDeleted";
+    /// `rewind.dev/retry` reopened a rollback halted at a failed migration step.
+    MIGRATION_RETRY = "MigrationRetry";
+    /// A rollback would cross a migration that cannot be undone (`reversible: false` or no
+    /// down command): refused unless allowed.
+    IRREVERSIBLE_MIGRATION = "IrreversibleMigration";
+    /// History does not show which down migrations lead back to the target's schema.
+    MIGRATION_PATH_UNKNOWN = "MigrationPathUnknown";
     /// The policy declares metric checks, which are not evaluated yet.
     METRICS_NOT_EVALUATED = "MetricsNotEvaluated";
     /// A digest was recorded from the pods' imageID.
@@ -131,6 +149,8 @@ reasons! {
     STATUS_WRITE_FAILED = "StatusWriteFailed";
     /// The API server refused Rewind's apply of the Deployment's pod template.
     DEPLOYMENT_APPLY_FAILED = "DeploymentApplyFailed";
+    /// The API server refused to create a migration Job (the step waits and is tried again).
+    JOB_CREATE_FAILED = "JobCreateFailed";
     /// Listing the pods of the target Deployment (when taking it over) failed.
     POD_LIST_FAILED = "PodListFailed";
     /// Reading the Deployment and its pods from the API server, to confirm a failure verdict

@@ -61,6 +61,9 @@ fn operator_grants(pull_secrets: bool) -> BTreeSet<(String, String, String)> {
         ("apps", "replicasets", &["list", "watch"]),
         ("", "pods", &["list", "watch"]),
         ("events.k8s.io", "events", &["create", "patch"]),
+        // Migration Jobs: watched (label rewind.dev/release) and created, never patched or
+        // deleted; no pods/log either (the message comes from the pod's status).
+        ("batch", "jobs", &["get", "list", "watch", "create"]),
     ]);
     if pull_secrets {
         g.extend(set(&[

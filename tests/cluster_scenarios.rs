@@ -31,6 +31,32 @@ fn terminated_exit_code(pod: &Pod, container: &str) -> Option<i32> {
         .map(|t| t.exit_code)
 }
 
+fn terminated_message<'a>(pod: &'a Pod, container: &str) -> Option<&'a str> {
+    container_status(pod, container)?
+        .state
+        .as_ref()?
+        .terminated
+        .as_ref()?
+        .message
+        .as_deref()
+}
+
+/// The one pod of Job `name` in `ns`.
+async fn only_pod_of_job(ns: &TestNamespace, name: &str) -> Pod {
+    let pods: Api<Pod> = ns.api();
+    let mut pods = pods
+        .list(&ListParams::default().labels(&format!("batch.kubernetes.io/job-name={name}")))
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(
+        pods.len(),
+        1,
+        "backoffLimit 0: exactly one attempt of {name}"
+    );
+    pods.remove(0)
+}
+
 #[tokio::test]
 async fn deployment_of_three_replicas_rolls_out_onto_kwok_nodes() {
     let ns = TestNamespace::new("deployment_rolls_out").await;
@@ -334,15 +360,56 @@ async fn jobfail_job_fails_with_backoff_limit_zero() {
     assert!(!job_has_condition(&j, "Complete"));
     assert_eq!(j.status.as_ref().and_then(|s| s.failed), Some(1));
 
-    let pods: Api<Pod> = ns.api();
-    let pods = pods
-        .list(&ListParams::default().labels("batch.kubernetes.io/job-name=migrate"))
-        .await
-        .unwrap()
-        .items;
-    assert_eq!(pods.len(), 1, "backoffLimit 0: exactly one attempt");
-    assert_eq!(pod_phase(&pods[0]), Some("Failed"));
-    assert_eq!(terminated_exit_code(&pods[0], "app"), Some(1));
+    let pod = only_pod_of_job(&ns, "migrate").await;
+    assert_eq!(pod_phase(&pod), Some("Failed"));
+    assert_eq!(terminated_exit_code(&pod, "app"), Some(1));
+    assert_eq!(
+        terminated_message(&pod, "app"),
+        None,
+        "no sim.rewind.dev/termination-message annotation: no message"
+    );
+    ns.cleanup().await;
+}
+
+#[tokio::test]
+async fn jobfail_pod_reports_the_termination_message_of_its_annotation() {
+    let ns = TestNamespace::new("jobfail_message").await;
+    let jobs: Api<Job> = ns.api();
+    // What Postgres prints, quotes and a newline included: the message is copied verbatim.
+    let message = "ERROR:  relation \"users\" does not exist\nLINE 1: SELECT id FROM users";
+    // The annotation on the pod template; a second, unmarked container exits 0 without one.
+    let mut j = job("migrate", "example.com/jobfail/migrate:1", 0);
+    j.spec.as_mut().unwrap().template = serde_json::from_value(json!({
+        "metadata": {
+            "labels": {"app": "migrate"},
+            "annotations": {"sim.rewind.dev/termination-message": message},
+        },
+        "spec": {
+            "restartPolicy": "Never",
+            "containers": [
+                {"name": "app", "image": "example.com/jobfail/migrate:1"},
+                {"name": "sidecar-1", "image": "example.com/shop/proxy:1"},
+            ],
+        },
+    }))
+    .unwrap();
+    jobs.create(&PostParams::default(), &j).await.unwrap();
+    let j = wait_for(&jobs, "migrate", "condition Failed=True", TIMEOUT, |j| {
+        job_has_condition(j, "Failed")
+    })
+    .await;
+    assert!(!job_has_condition(&j, "Complete"));
+
+    let pod = only_pod_of_job(&ns, "migrate").await;
+    assert_eq!(pod_phase(&pod), Some("Failed"));
+    assert_eq!(terminated_exit_code(&pod, "app"), Some(1));
+    assert_eq!(terminated_message(&pod, "app"), Some(message));
+    assert_eq!(terminated_exit_code(&pod, "sidecar-1"), Some(0));
+    assert_eq!(
+        terminated_message(&pod, "sidecar-1"),
+        None,
+        "only the containers whose image carries the marker get the message"
+    );
     ns.cleanup().await;
 }
 

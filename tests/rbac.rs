@@ -1,7 +1,9 @@
 //! Least privilege, proven: the operator runs with the token of a ServiceAccount bound to
 //! exactly the RBAC the chart renders (not as cluster admin), through a deploy and an automatic
 //! rollback, with leader election on; the API server's audit log then shows it was refused
-//! nothing (no 403) — and that it really was this ServiceAccount that did the work.
+//! nothing (no 403) — and that it really was this ServiceAccount that did the work. The
+//! migration Jobs' rights (batch jobs: get, list, watch, create; no patch, update, delete or
+//! pods/log) are asked of the API server with SubjectAccessReviews for the same account.
 //!
 //! Two renders are tried: the namespaced mode (`watchNamespaces`: Roles in the watched
 //! namespace) and the default cluster mode, whose ClusterRole is bound here with a RoleBinding
@@ -155,9 +157,65 @@ async fn operator_as_chart_account(
     Operator::start_with_args(ns, &args, &[("KUBECONFIG", kc.as_str())])
 }
 
+/// What the API server lets the chart's ServiceAccount (in `f`'s namespace) do with Jobs in
+/// `ns`: exactly what the migration Jobs need (get, list, watch, create), and no patch, update,
+/// delete or pods/log. Asked with SubjectAccessReviews, so it holds whether or not a code path
+/// of this test makes those calls (a deploy and a rollback without migrations create no Job).
+async fn assert_job_rights(f: &Fixture, ns: &str, sa: &str) {
+    use k8s_openapi::api::authorization::v1::{
+        ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
+    };
+    let user = format!("system:serviceaccount:{}:{sa}", f.ns.name());
+    let reviews = kube::Api::<SubjectAccessReview>::all(f.ns.client());
+    for (group, resource, subresource, verb, allowed) in [
+        ("batch", "jobs", "", "get", true),
+        ("batch", "jobs", "", "list", true),
+        ("batch", "jobs", "", "watch", true),
+        ("batch", "jobs", "", "create", true),
+        ("batch", "jobs", "", "patch", false),
+        ("batch", "jobs", "", "update", false),
+        ("batch", "jobs", "", "delete", false),
+        ("batch", "jobs", "", "deletecollection", false),
+        ("", "pods", "log", "get", false),
+    ] {
+        let review = SubjectAccessReview {
+            spec: SubjectAccessReviewSpec {
+                user: Some(user.clone()),
+                resource_attributes: Some(ResourceAttributes {
+                    namespace: Some(ns.to_owned()),
+                    group: Some(group.to_owned()),
+                    resource: Some(resource.to_owned()),
+                    subresource: Some(subresource.to_owned()),
+                    verb: Some(verb.to_owned()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let answer = reviews
+            .create(&PostParams::default(), &review)
+            .await
+            .expect("creating a SubjectAccessReview")
+            .status
+            .expect("a SubjectAccessReview's status");
+        assert_eq!(
+            answer.allowed,
+            allowed,
+            "{user} {verb} {group}/{resource}{} in {ns}: {answer:?}",
+            if subresource.is_empty() {
+                String::new()
+            } else {
+                format!("/{subresource}")
+            }
+        );
+    }
+}
+
 /// A deploy, then an automatic rollback, done by the operator; then the audit log: requests
 /// by the chart's ServiceAccount were made (it did the work) and none was refused.
 async fn deploy_and_roll_back_without_a_403(f: &Fixture, sa: &str) {
+    assert_job_rights(f, f.ns.name(), sa).await;
     readyz_ok(f).await;
     f.shop_healthy_on_1_0_0().await;
     f.ship_crashlooping("2.0.0").await;
@@ -283,6 +341,8 @@ async fn one_operator_watching_two_namespaces_acts_in_both_with_their_roles() {
         operator_as_chart_account(&ns, release, rbac, &["--namespace", &other_name]).await
     })
     .await;
+    assert_job_rights(&f, f.ns.name(), &sa).await;
+    assert_job_rights(&f, other.name(), &sa).await;
     readyz_ok(&f).await;
     let web = deployment("web", 1, &[&loopback_image("1.0.0")]);
     other

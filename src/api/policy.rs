@@ -269,12 +269,13 @@ pub struct MigrationPolicy {
     #[x_kube(validation = Rule::new(crate::api::rules::MIGRATION_TIMEOUT.rule()).message(crate::api::rules::MIGRATION_TIMEOUT.message().as_str()))]
     #[schemars(length(max = crate::api::rules::MAX_DURATION_LEN))]
     pub timeout: Option<Duration>,
-    /// What to do when a migration Job fails.
+    /// What to do when a migration Job fails: Halt (the only choice: stop and ask a person).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub on_failure: Option<MigrationFailureAction>,
-    /// What to do when the rollback crosses an irreversible migration.
+    /// What to do when a rollback would cross an irreversible migration: Halt (default) or
+    /// Allow.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub irreversible: Option<MigrationFailureAction>,
+    pub irreversible: Option<IrreversibleAction>,
 }
 
 /// When the down migration runs.
@@ -289,16 +290,27 @@ pub enum MigrationOrder {
     AfterRollback,
 }
 
-/// What to do when a migration step cannot go on.
+/// What to do when a migration Job fails.
 #[derive(
     schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default,
 )]
 pub enum MigrationFailureAction {
-    /// Stop the rollback and ask for a person.
+    /// Stop: the Deployment stays as it is, nothing retries on its own, a person decides
+    /// (`rewind.dev/retry` runs the Job again).
     #[default]
     Halt,
-    /// Restore the images anyway.
-    Continue,
+}
+
+/// What to do when a rollback would cross an irreversible migration.
+#[derive(
+    schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default,
+)]
+pub enum IrreversibleAction {
+    /// Refuse the automatic rollback; a manual one needs `rewind.dev/allow-irreversible`.
+    #[default]
+    Halt,
+    /// Roll back across it without running a down Job for it.
+    Allow,
 }
 
 /// Observed state of a RollbackPolicy.

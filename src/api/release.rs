@@ -2,6 +2,8 @@
 // clippy reads the repeated `type_ = …` of the printcolumn attributes as duplicates.
 #![allow(clippy::duplicated_attributes)]
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
@@ -161,11 +163,144 @@ pub struct Migration {
     /// ServiceAccount for the migration Jobs (database credentials via env/envFrom).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 253))]
+    #[x_kube(validation = Rule::new(crate::api::rules::matches(crate::api::rules::DNS_SUBDOMAIN)).message("migration.serviceAccountName must be a ServiceAccount name: lower-case letters, digits, '-' and '.'"))]
     pub service_account_name: Option<String>,
+    /// Environment of the migration container (database address, credentials by reference).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub env: Vec<MigrationEnvVar>,
+    /// Environment from whole Secrets or ConfigMaps.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub env_from: Vec<MigrationEnvFrom>,
+    /// CPU and memory of the migration container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<MigrationResources>,
+    /// Annotations on the migration Job's pod (for example `sidecar.istio.io/inject: "false"`,
+    /// so a mesh sidecar does not keep the Job from finishing).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(schema_with = "pod_annotations_schema")]
+    pub pod_annotations: BTreeMap<String, String>,
 }
 
 fn default_true() -> bool {
     true
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
+}
+
+/// The schema of `podAnnotations`: at most 32, keys at most 317 characters, values at most 4 KiB.
+fn pod_annotations_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "maxProperties": 32,
+        "propertyNames": {"maxLength": 317},
+        "additionalProperties": {"type": "string", "maxLength": 4096}
+    })
+}
+
+/// One environment variable of a migration container: a value, or a reference to a key of a
+/// Secret or ConfigMap (credentials stay in the Secret).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!(has(self.value) && has(self.valueFrom))").message("env: set either value or valueFrom, not both"))]
+pub struct MigrationEnvVar {
+    /// Variable name.
+    #[schemars(length(min = 1, max = 128))]
+    #[x_kube(validation = Rule::new(crate::api::rules::matches(crate::api::rules::ENV_NAME)).message("env[].name must be an environment variable name: letters, digits, '_', '-' and '.', not starting with a digit"))]
+    pub name: String,
+    /// Literal value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 4096))]
+    pub value: Option<String>,
+    /// A key of a Secret or ConfigMap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value_from: Option<MigrationEnvSource>,
+}
+
+/// Where an environment variable's value comes from.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.secretKeyRef) != has(self.configMapKeyRef)").message("env[].valueFrom needs exactly one of secretKeyRef or configMapKeyRef"))]
+pub struct MigrationEnvSource {
+    /// A key of a Secret in the Release's namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_key_ref: Option<KeyRef>,
+    /// A key of a ConfigMap in the Release's namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_map_key_ref: Option<KeyRef>,
+}
+
+/// A key of a Secret or ConfigMap.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyRef {
+    /// Object name.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Key in its data.
+    #[schemars(length(min = 1, max = 253))]
+    pub key: String,
+    /// Start the container even if the object or key is missing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub optional: Option<bool>,
+}
+
+/// Every key of a Secret or ConfigMap as environment variables.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.secretRef) != has(self.configMapRef)").message("envFrom[] needs exactly one of secretRef or configMapRef"))]
+pub struct MigrationEnvFrom {
+    /// A Secret in the Release's namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<ObjectRef>,
+    /// A ConfigMap in the Release's namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_map_ref: Option<ObjectRef>,
+    /// Put before every variable name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 128))]
+    pub prefix: Option<String>,
+}
+
+/// A Secret or ConfigMap by name.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ObjectRef {
+    /// Object name.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Start the container even if the object is missing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub optional: Option<bool>,
+}
+
+/// CPU and memory of a migration container, as in a pod (`cpu: 100m`, `memory: 256Mi`).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct MigrationResources {
+    /// Guaranteed amounts.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(schema_with = "quantities_schema")]
+    #[x_kube(validation = Rule::new("self.all(k, isQuantity(self[k]))").message("resources.requests values must be quantities such as 100m, 1 or 256Mi"))]
+    pub requests: BTreeMap<String, String>,
+    /// Upper limits.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(schema_with = "quantities_schema")]
+    #[x_kube(validation = Rule::new("self.all(k, isQuantity(self[k]))").message("resources.limits values must be quantities such as 100m, 1 or 256Mi"))]
+    pub limits: BTreeMap<String, String>,
+}
+
+/// The schema of resource amounts: a few resource names, each a short quantity text.
+fn quantities_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "maxProperties": 8,
+        "propertyNames": {"maxLength": 253},
+        "additionalProperties": {"type": "string", "maxLength": 64}
+    })
 }
 
 /// Command and arguments of a migration Job's container.
@@ -267,6 +402,10 @@ pub struct Revision {
     /// Migration image digest and schema version, when the release has a migration.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub migration: Option<PinnedMigration>,
+    /// The revision that was live when this one was deployed: a rollback undoes schema
+    /// changes along this chain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployed_over: Option<i64>,
     /// Provenance.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<Source>,
@@ -310,7 +449,8 @@ pub enum DigestSource {
     Reference,
 }
 
-/// The migration part of a revision.
+/// The migration part of a revision: what its Jobs run, recorded so a rollback can run this
+/// revision's down migration long after its spec changed.
 #[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct PinnedMigration {
@@ -319,8 +459,124 @@ pub struct PinnedMigration {
     /// Its digest once known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub digest: Option<String>,
+    /// Where the digest came from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved_from: Option<DigestSource>,
     /// Schema version the revision needs.
     pub schema_version: String,
+    /// False: crossing it backwards needs an explicit override.
+    #[serde(default = "default_true", skip_serializing_if = "is_true")]
+    pub reversible: bool,
+    /// The down command, when the revision has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub down: Option<MigrationCommand>,
+    /// ServiceAccount of its Jobs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account_name: Option<String>,
+    /// Environment of its Jobs (as in spec.migration.env).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "recorded_list")]
+    pub env: Vec<MigrationEnvVar>,
+    /// Environment from Secrets and ConfigMaps (as in spec.migration.envFrom).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "recorded_list")]
+    pub env_from: Vec<MigrationEnvFrom>,
+    /// Resources of its Jobs (as in spec.migration.resources).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "recorded_object")]
+    pub resources: Option<MigrationResources>,
+    /// Annotations of its Jobs' pods.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub pod_annotations: BTreeMap<String, String>,
+    /// The up Job that gated the rollout, when the revision has an up command.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub up_job: Option<MigrationJob>,
+}
+
+/// The schema of a list copied from the spec into status: the spec's schema already
+/// validated it, and repeating its rules under every history entry would exceed the API
+/// server's CEL cost budget.
+fn recorded_list(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "array",
+        "items": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}
+    })
+}
+
+/// The schema of an object copied from the spec into status (see [`recorded_list`]).
+fn recorded_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({"type": "object", "x-kubernetes-preserve-unknown-fields": true})
+}
+
+/// One migration Job Rewind ran (or runs).
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct MigrationJob {
+    /// The Job's name.
+    pub name: String,
+    /// Where it stands.
+    pub phase: MigrationPhase,
+    /// Attempt number (a retry runs a new Job, with a new name).
+    #[serde(default = "one")]
+    pub attempt: u32,
+    /// The Job's uid once Rewind saw it (a Job that disappears after that was deleted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<String>,
+    /// When Rewind decided to run it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Time>,
+    /// When it finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_at: Option<Time>,
+    /// How it ended, for a person (the container's termination message when it failed).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// Where a migration Job or step stands.
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MigrationPhase {
+    /// Not started yet.
+    Pending,
+    /// The Job runs (or is being created).
+    Running,
+    /// The Job completed.
+    Succeeded,
+    /// The Job failed, timed out or was deleted.
+    Failed,
+    /// Crossed without a Job: an irreversible migration a person (or the policy) allowed.
+    Skipped,
+}
+
+/// One down migration of a rollback: the revision whose down Job runs, and the schema it
+/// goes back to.
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct MigrationStep {
+    /// The revision whose migration is undone.
+    pub revision: i64,
+    /// Its version.
+    pub version: String,
+    /// The revision it was deployed over (whose schema the step goes back to).
+    pub to_revision: i64,
+    /// That revision's version.
+    pub to_version: String,
+    /// Schema before the step.
+    pub from_schema_version: String,
+    /// Schema after the step ("" when the revision it goes back to declares none).
+    #[serde(default)]
+    pub to_schema_version: String,
+    /// The migration image the Job runs (by digest when known).
+    pub image: String,
+    /// The Job, once there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<MigrationJob>,
+    /// Where the step stands.
+    pub phase: MigrationPhase,
 }
 
 /// How a revision ended.
@@ -368,6 +624,8 @@ pub enum Trigger {
     Metric,
     /// A person asked.
     Manual,
+    /// The revision's up migration Job failed (the revision never rolled out).
+    Migration,
 }
 
 impl Trigger {
@@ -380,6 +638,7 @@ impl Trigger {
             Trigger::ProgressDeadline => "ProgressDeadline",
             Trigger::Metric => "Metric",
             Trigger::Manual => "Manual",
+            Trigger::Migration => "Migration",
         }
     }
 }
@@ -415,12 +674,16 @@ pub struct Rollback {
     /// Who asked, for manual rollbacks, when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requested_by: Option<String>,
-    /// Where it stands: RestoringImages, then Verifying, then Succeeded or Failed (Pending,
-    /// MigratingDown and MigratingDownAfter are reserved for migrations, not built yet).
+    /// Where it stands: MigratingDown (when the policy's order is BeforeRollback and the
+    /// schema changes), RestoringImages, Verifying, MigratingDownAfter (order AfterRollback),
+    /// then Succeeded or Failed.
     pub phase: RollbackPhase,
-    /// Migration Job, when one runs. Reserved: no migration Job runs yet.
+    /// The migration Job running now (or the last one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job_name: Option<String>,
+    /// The down migrations this rollback runs, newest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub migrations: Vec<MigrationStep>,
     /// When the failure became definite (or the request was seen).
     pub detected_at: Time,
     /// When Rewind started acting.
@@ -440,17 +703,15 @@ pub struct Rollback {
 /// Steps of the rollback state machine.
 #[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RollbackPhase {
-    /// Decided, nothing done yet. Reserved: Rewind starts a rollback at RestoringImages today.
+    /// Decided, nothing done yet. Reserved: Rewind starts a rollback at its first step.
     Pending,
-    /// The down migration runs before the images are restored. Reserved: no migration Job runs
-    /// yet.
+    /// The down migrations run before the images are restored.
     MigratingDown,
     /// The Deployment is being patched back to the target's digests.
     RestoringImages,
     /// Waiting for the restored rollout to become available.
     Verifying,
-    /// The down migration runs after the images are restored. Reserved: no migration Job runs
-    /// yet.
+    /// The down migrations run after the images are restored and verified.
     MigratingDownAfter,
     /// Done: the target runs.
     Succeeded,

@@ -132,6 +132,11 @@ impl DurationBounds {
 
 /// A DNS-1123 label: container and object names.
 pub const DNS_LABEL: &str = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
+/// A DNS-1123 subdomain: ServiceAccount, Secret and ConfigMap names.
+pub const DNS_SUBDOMAIN: &str =
+    "^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
+/// An environment variable name, as a pod accepts it.
+pub const ENV_NAME: &str = "^[-._a-zA-Z][-._a-zA-Z0-9]*$";
 
 /// Revisions a policy may keep in history (`historyLimit`): the live one and a rollback
 /// target at least; every revision costs status space (up to 32 images each).
@@ -162,6 +167,8 @@ mod tests {
             super::DURATION,
             super::DURATION_MAGNITUDE,
             super::DNS_LABEL,
+            super::DNS_SUBDOMAIN,
+            super::ENV_NAME,
         ] {
             assert!(!p.contains('\''), "{p}");
         }

@@ -26,6 +26,9 @@ pub enum Error {
     /// Applying the Deployment failed.
     #[error("applying Deployment {0}: {1}")]
     Apply(String, #[source] kube::Error),
+    /// Creating a migration Job failed (the step is recorded; the next reconcile tries again).
+    #[error("creating migration Job {0}: {1}")]
+    Job(String, #[source] kube::Error),
     /// Listing the pods a Deployment ran before adoption failed.
     #[error("listing pods of Deployment {0}: {1}")]
     ListPods(String, #[source] kube::Error),
@@ -49,6 +52,7 @@ impl Error {
             Error::Status(..) if self.is_conflict() => "status_conflict",
             Error::Status(..) => "status",
             Error::Apply(..) => "apply",
+            Error::Job(..) => "job",
             Error::ListPods(..) => "list_pods",
             Error::Confirm(..) => "confirm",
             Error::Event(..) => "event",
@@ -80,6 +84,11 @@ impl Error {
             Error::Apply(target, e) => (
                 reasons::DEPLOYMENT_APPLY_FAILED,
                 format!("applying Deployment {target}"),
+                e,
+            ),
+            Error::Job(name, e) => (
+                reasons::JOB_CREATE_FAILED,
+                format!("creating migration Job {name}"),
                 e,
             ),
             Error::ListPods(target, e) => (

@@ -4,6 +4,7 @@
 
 mod deploy;
 mod error;
+mod jobs;
 mod observe;
 mod policy;
 mod reconcile;
@@ -15,6 +16,7 @@ use std::sync::Arc;
 use futures::StreamExt;
 use k8s_openapi::api::{
     apps::v1::{Deployment, ReplicaSet},
+    batch::v1::Job,
     core::v1::Pod,
 };
 use kube::{
@@ -57,6 +59,9 @@ pub struct Faults {
     /// this phase, then go on (REWIND_TEST_PAUSE_AFTER_PHASE=RestoringImages:3s): a step in
     /// flight for a test to kill, freeze or stop.
     pub pause_after_phase: Option<(String, std::time::Duration)>,
+    /// Pause this long right after creating a migration Job, before anything else
+    /// (REWIND_TEST_PAUSE_AFTER_JOB=20s): a test kills the process then.
+    pub pause_after_job: Option<std::time::Duration>,
 }
 
 /// Shared by every reconcile.
@@ -71,6 +76,8 @@ pub(crate) struct Context {
     pub replica_sets: Store<ReplicaSet>,
     /// RollbackPolicies.
     pub policies: Store<RollbackPolicy>,
+    /// Migration Jobs labelled `rewind.dev/release`, trimmed.
+    pub jobs: Store<Job>,
     /// Releases (the controller's own cache).
     pub releases: Store<Release>,
     /// Readiness of the caches and the spans when Rewind was blind.
@@ -130,7 +137,12 @@ fn release_predicate(r: &Release) -> Option<u64> {
     r.metadata.uid.hash(&mut h);
     // Labels decide which RollbackPolicy selects the Release.
     r.metadata.labels.hash(&mut h);
-    for key in [labels::ROLLBACK_TO, labels::RETRY, labels::REQUESTED_BY] {
+    for key in [
+        labels::ROLLBACK_TO,
+        labels::RETRY,
+        labels::REQUESTED_BY,
+        labels::ALLOW_IRREVERSIBLE,
+    ] {
         r.annotations().get(key).hash(&mut h);
     }
     Some(h.finish())
@@ -159,6 +171,7 @@ pub async fn run(client: Client, options: Options, metrics: Metrics, ready: Arc<
             "pods",
             "replicasets",
             "rollbackpolicies",
+            "jobs",
         ],
         ready,
     );
@@ -252,6 +265,20 @@ pub async fn run(client: Client, options: Options, metrics: Metrics, ready: Arc<
         .reflect(policy_writer)
         .touched_objects();
 
+    let (jobs, job_writer) = reflector::store::<Job>();
+    let job_stream = watches
+        .follow(
+            5,
+            watcher(
+                api::<Job>(&client, ns),
+                watcher::Config::default().labels(labels::RELEASE),
+            ),
+        )
+        .backoff(WatchBackoff::default())
+        .modify(trim::job)
+        .reflect(job_writer)
+        .touched_objects();
+
     tokio::spawn(watches.clone().probe(client.clone()));
     let ctx = Arc::new(Context {
         client: client.clone(),
@@ -259,6 +286,7 @@ pub async fn run(client: Client, options: Options, metrics: Metrics, ready: Arc<
         pods,
         replica_sets,
         policies,
+        jobs,
         releases: releases.clone(),
         watches,
         recorder: Recorder::new(
@@ -298,6 +326,11 @@ pub async fn run(client: Client, options: Options, metrics: Metrics, ready: Arc<
         .watches_stream(rs_stream, |rs: ReplicaSet| {
             let ns = rs.namespace()?;
             let release = rs.labels().get(labels::RELEASE)?;
+            Some(ObjectRef::<Release>::new(release).within(&ns))
+        })
+        .watches_stream(job_stream, |j: Job| {
+            let ns = j.namespace()?;
+            let release = j.labels().get(labels::RELEASE)?;
             Some(ObjectRef::<Release>::new(release).within(&ns))
         })
         .watches_stream(policy_stream, move |p: RollbackPolicy| {

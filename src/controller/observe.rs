@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::{
     apps::v1::{Deployment, ReplicaSet},
+    batch::v1::Job,
     core::v1::{Pod, Secret, ServiceAccount},
 };
 use kube::{
@@ -21,7 +22,7 @@ use crate::{
     api::Release,
     decide::{
         self,
-        views::{Observed, PodView, ReplicaSetView, Workload, owned_pods},
+        views::{JobView, Observed, PodView, ReplicaSetView, Workload, owned_pods},
     },
     labels,
     registry::Credentials,
@@ -52,13 +53,49 @@ pub(super) async fn from_caches(ctx: &Context, release: &Release, ns: &str) -> R
         .iter()
         .map(|rs| ReplicaSetView::from(&**rs))
         .collect();
-    let pods: Vec<PodView> = ctx
+    let raw_pods = ctx
         .pods
-        .state_filter(|p| of_release(p.labels(), p.metadata.namespace.as_deref()))
-        .iter()
-        .map(|p| PodView::from(&**p))
-        .collect();
-    seen(ctx, release, ns, deployment, &replica_sets, pods).await
+        .state_filter(|p| of_release(p.labels(), p.metadata.namespace.as_deref()));
+    let raw_pods: Vec<&Pod> = raw_pods.iter().map(|p| &**p).collect();
+    let jobs = ctx
+        .jobs
+        .state_filter(|j| of_release(j.labels(), j.metadata.namespace.as_deref()));
+    let jobs = job_views(release, jobs.iter().map(|j| &**j), &raw_pods);
+    let pods: Vec<PodView> = raw_pods.iter().map(|p| PodView::from(*p)).collect();
+    seen(ctx, release, ns, deployment, &replica_sets, pods, jobs).await
+}
+
+/// The Release's own migration Jobs (controlled by it: a Job that only carries the label is
+/// not one of ours), each with what its pods report.
+fn job_views<'a>(
+    release: &Release,
+    jobs: impl Iterator<Item = &'a Job>,
+    pods: &[&Pod],
+) -> Vec<JobView> {
+    let uid = release.uid().unwrap_or_default();
+    jobs.filter(|j| {
+        j.metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .any(|o| o.controller == Some(true) && o.kind == "Release" && o.uid == uid)
+    })
+    .map(|j| {
+        let job_uid = j.metadata.uid.clone().unwrap_or_default();
+        let own: Vec<&Pod> = pods
+            .iter()
+            .copied()
+            .filter(|p| {
+                p.metadata
+                    .owner_references
+                    .iter()
+                    .flatten()
+                    .any(|o| o.controller == Some(true) && o.kind == "Job" && o.uid == job_uid)
+            })
+            .collect();
+        JobView::new(j, &own)
+    })
+    .collect()
 }
 
 /// Straight from the API server: the caches may be behind (a watch that was cut, an outage),
@@ -82,15 +119,20 @@ pub(super) async fn from_api(ctx: &Context, release: &Release, ns: &str) -> Resu
         .iter()
         .map(ReplicaSetView::from)
         .collect();
-    let pods: Vec<PodView> = Api::<Pod>::namespaced(ctx.client.clone(), ns)
+    let raw_pods = Api::<Pod>::namespaced(ctx.client.clone(), ns)
         .list(&by_label)
         .await
         .map_err(|e| Error::Confirm(format!("the pods of Release {name}"), e))?
-        .items
-        .iter()
-        .map(PodView::from)
-        .collect();
-    seen(ctx, release, ns, deployment, &replica_sets, pods).await
+        .items;
+    let raw_pods: Vec<&Pod> = raw_pods.iter().collect();
+    let jobs = Api::<Job>::namespaced(ctx.client.clone(), ns)
+        .list(&by_label)
+        .await
+        .map_err(|e| Error::Confirm(format!("the migration Jobs of Release {name}"), e))?
+        .items;
+    let jobs = job_views(release, jobs.iter(), &raw_pods);
+    let pods: Vec<PodView> = raw_pods.iter().map(|p| PodView::from(*p)).collect();
+    seen(ctx, release, ns, deployment, &replica_sets, pods, jobs).await
 }
 
 /// Keep the pods of the target's own ReplicaSets, and add the pods the Deployment ran before
@@ -102,6 +144,7 @@ async fn seen(
     deployment: Option<Deployment>,
     replica_sets: &[ReplicaSetView],
     labelled: Vec<PodView>,
+    jobs: Vec<JobView>,
 ) -> Result<Seen, Error> {
     let uid = deployment.as_ref().and_then(|d| d.metadata.uid.clone());
     // Only the pods of the target Deployment's own ReplicaSets count for a revision.
@@ -117,6 +160,7 @@ async fn seen(
         observed: Observed {
             workload: deployment.as_ref().map(Workload::from),
             pods,
+            jobs,
         },
         deployment,
     })

@@ -25,13 +25,13 @@ use tracing::{Instrument, field, info, info_span, warn};
 use super::{
     Context, deploy,
     error::{Error, ErrorReport, truncate},
-    observe,
+    jobs, observe,
 };
 use crate::{
     api::{Release, ReleaseStatus},
     decide::{self, EventKind, Input, Plan},
     labels,
-    metrics::{RollbackLabels, VerdictLabels},
+    metrics::{MigrationLabels, RollbackLabels, VerdictLabels},
     reasons,
     registry::ResolveError,
 };
@@ -424,6 +424,29 @@ async fn execute(release: &Release, ns: &str, plan: &Plan, ctx: &Context) -> Res
             message = %rb.message,
             "rollback finished"
         );
+    }
+    for (kind, result) in &plan.migrations_ended {
+        ctx.metrics
+            .migration_jobs
+            .get_or_create(&MigrationLabels { kind, result })
+            .inc();
+    }
+    // The status already records each Job's name and step: create them now. Creating one that
+    // exists (a restart, or a cache that has not seen it yet) finds it, never a second one.
+    for request in &plan.jobs {
+        let job = jobs::job_for(release, request);
+        let created = jobs::create(&Api::namespaced(ctx.client.clone(), ns), &job)
+            .await
+            .map_err(|e| Error::Job(request.name.clone(), e))?;
+        if created {
+            info!(job = %request.name, kind = request.kind.as_str(), revision = request.revision, "created migration Job");
+            #[cfg(feature = "test-faults")]
+            if let Some(pause) = ctx.faults.pause_after_job {
+                warn!(job = %request.name, ?pause, "test fault: pausing right after creating a migration Job");
+                tokio::time::sleep(pause).await;
+                warn!("test fault: pause over, going on");
+            }
+        }
     }
     // The status already records this step: tell people (above) even if the apply fails
     // below; the next reconcile applies again.

@@ -3,6 +3,7 @@
 
 use k8s_openapi::api::{
     apps::v1::{Deployment, ReplicaSet},
+    batch::v1::Job,
     core::v1::Pod,
 };
 use kube::ResourceExt;
@@ -76,6 +77,23 @@ pub fn replica_set(rs: &mut ReplicaSet) {
             m.labels = None;
             keep_annotations(&mut m.annotations, &[labels::REVISION]);
         }
+    }
+}
+
+/// Jobs: name, uid, our label, the controller owner, deletion and the status conditions.
+pub fn job(j: &mut Job) {
+    j.managed_fields_mut().clear();
+    j.metadata.annotations = None;
+    if let Some(l) = j.metadata.labels.as_mut() {
+        l.retain(|k, _| k == labels::RELEASE);
+    }
+    keep_controller(&mut j.metadata);
+    j.spec = None;
+    if let Some(s) = j.status.as_mut() {
+        *s = k8s_openapi::api::batch::v1::JobStatus {
+            conditions: s.conditions.take(),
+            ..Default::default()
+        };
     }
 }
 

@@ -126,6 +126,7 @@ impl Planner<'_> {
             version: "adopted".into(),
             images,
             migration: None,
+            deployed_over: None,
             source: None,
             deployed_at: None,
             healthy_at: healthy.then_some(Time(self.now)),
@@ -164,38 +165,38 @@ impl Planner<'_> {
         let mut unresolved: Vec<String> = Vec::new();
         let mut first_error: Option<&'static str> = None;
         let mut lookups: Vec<String> = Vec::new();
+        let mut pin = |label: &str, image: &str, known: Option<(String, Option<DigestSource>)>| {
+            match known {
+                Some((d, from)) => (Some(d), from),
+                None => match self.input.resolved.get(image) {
+                    Some(Ok(d)) => (Some(d.clone()), Some(DigestSource::Registry)),
+                    Some(Err(e)) => {
+                        first_error.get_or_insert(e.reason());
+                        // The registry's words are its own: bounded.
+                        unresolved.push(format!(
+                            "{label}={image} ({}: {})",
+                            e.reason(),
+                            bounded(&e.to_string(), DETAIL_MAX)
+                        ));
+                        (None, None)
+                    }
+                    None => {
+                        // No answer yet: the controller asks the registry and plans again;
+                        // without an answer (none possible) it stays unpinned.
+                        lookups.push(image.to_owned());
+                        unresolved.push(format!("{label}={image} (not looked up)"));
+                        (None, None)
+                    }
+                },
+            }
+        };
         let images: Vec<PinnedImage> = spec
             .images
             .iter()
             .map(|i| {
-                let (digest, resolved_from) =
-                    match known_digest(&self.status.history, &spec.version, &i.container, &i.image)
-                    {
-                        Some((d, from)) => (Some(d), from),
-                        None => match self.input.resolved.get(&i.image) {
-                            Some(Ok(d)) => (Some(d.clone()), Some(DigestSource::Registry)),
-                            Some(Err(e)) => {
-                                first_error.get_or_insert(e.reason());
-                                // The registry's words are its own: bounded.
-                                unresolved.push(format!(
-                                    "{}={} ({}: {})",
-                                    i.container,
-                                    i.image,
-                                    e.reason(),
-                                    bounded(&e.to_string(), DETAIL_MAX)
-                                ));
-                                (None, None)
-                            }
-                            None => {
-                                // No answer yet: the controller asks the registry and plans
-                                // again; without an answer (none possible) it stays unpinned.
-                                lookups.push(i.image.clone());
-                                unresolved
-                                    .push(format!("{}={} (not looked up)", i.container, i.image));
-                                (None, None)
-                            }
-                        },
-                    };
+                let known =
+                    known_digest(&self.status.history, &spec.version, &i.container, &i.image);
+                let (digest, resolved_from) = pin(&i.container, &i.image, known);
                 PinnedImage {
                     container: i.container.clone(),
                     image: i.image.clone(),
@@ -204,6 +205,24 @@ impl Planner<'_> {
                 }
             })
             .collect();
+        let migration = spec.migration.as_ref().map(|m| {
+            let known = known_migration_digest(&self.status.history, &spec.version, &m.image);
+            let (digest, resolved_from) = pin("migration", &m.image, known);
+            PinnedMigration {
+                image: m.image.clone(),
+                digest,
+                resolved_from,
+                schema_version: m.schema_version.clone(),
+                reversible: m.reversible,
+                down: m.down.clone(),
+                service_account_name: m.service_account_name.clone(),
+                env: m.env.clone(),
+                env_from: m.env_from.clone(),
+                resources: m.resources.clone(),
+                pod_annotations: m.pod_annotations.clone(),
+                up_job: None,
+            }
+        });
         self.lookups.extend(lookups);
         let pin_reason = first_error.unwrap_or(reasons::DIGESTS_UNKNOWN);
         if !unresolved.is_empty() && self.policy.strict_digests {
@@ -235,37 +254,54 @@ impl Planner<'_> {
                 self.note(Warning, pin_reason, msg);
             }
         }
-        let reused = images.iter().filter(|i| i.digest.is_some()).count();
-        if let Some(live) = self.live_index() {
-            let prev = &mut self.status.history[live];
-            if matches!(prev.outcome, Outcome::Healthy | Outcome::Pending) {
-                prev.outcome = Outcome::Superseded;
-            }
-        }
+        let gated = spec.migration.as_ref().is_some_and(|m| m.up.is_some());
         let entry = Revision {
             revision: number,
             version: spec.version.clone(),
             images,
-            migration: spec.migration.as_ref().map(|m| PinnedMigration {
-                image: m.image.clone(),
-                digest: None,
-                schema_version: m.schema_version.clone(),
-            }),
+            migration,
             source: spec.source.clone(),
             deployed_at: Some(Time(self.now)),
             healthy_at: None,
             outcome: Outcome::Pending,
             failure: None,
+            deployed_over: self.schema_base(),
         };
+        self.status.history.insert(0, entry);
+        if gated {
+            // The up Job first; the Deployment is not touched until it completes.
+            self.start_up(0);
+        } else {
+            self.roll_out(0, workload);
+        }
+        // After the new revision is live (or waits for its up Job): the cap keeps it.
+        self.cap_history();
+    }
+
+    /// Apply the revision at `idx` to the Deployment: it becomes the live one.
+    pub(super) fn roll_out(&mut self, idx: usize, workload: &Workload) {
+        let spec = &self.release.spec;
+        let entry = self.status.history[idx].clone();
+        let number = entry.revision;
+        let reused = entry.images.iter().filter(|i| i.digest.is_some()).count();
+        if let Some(live) = self.live_index() {
+            let prev = &mut self.status.history[live];
+            if prev.revision != number
+                && matches!(prev.outcome, Outcome::Healthy | Outcome::Pending)
+            {
+                prev.outcome = Outcome::Superseded;
+            }
+        }
+        let e = &mut self.status.history[idx];
+        // Judged from the rollout, which starts now (an up migration may have taken a while).
+        e.deployed_at = Some(Time(self.now));
         let template = template_for(&entry, workload, true);
         let summary = images_summary(&entry.images);
-        self.status.history.insert(0, entry);
         self.status.revision = Some(number);
-        self.status.version = Some(spec.version.clone());
-        self.cap_history();
+        self.status.version = Some(entry.version.clone());
         let msg = format!(
             "rolling out {} as revision {number} ({summary})",
-            spec.version
+            entry.version
         );
         self.set_phase(Phase::Progressing, reasons::PROGRESSING, msg.clone());
         if conditions::get(&self.status.conditions, conditions::ROLLED_BACK).is_some() {
@@ -290,17 +326,6 @@ impl Planner<'_> {
                     "the policy's metric checks ({}) are not evaluated by this version of Rewind: only pod and Deployment health guard {}",
                     self.policy.metrics.join(", "),
                     spec.version
-                ),
-            );
-        }
-        if let Some(m) = &spec.migration {
-            // Recorded in history, but not acted on yet: say so rather than ignore it silently.
-            self.note(
-                Warning,
-                reasons::MIGRATION_NOT_RUN,
-                format!(
-                    "spec.migration (schema {}) is recorded but this version of Rewind runs no migration Jobs: run {} yourself before relying on a rollback across it",
-                    m.schema_version, m.image
                 ),
             );
         }
@@ -331,12 +356,14 @@ impl Planner<'_> {
 
 /// The live revision in `status` runs something other than `spec` (or nothing runs yet).
 pub(super) fn spec_differs(status: &ReleaseStatus, spec: &ReleaseSpec) -> bool {
-    let Some(live) = status
+    status
         .revision
         .and_then(|n| status.history.iter().find(|r| r.revision == n))
-    else {
-        return true;
-    };
+        .is_none_or(|live| spec_differs_from(live, spec))
+}
+
+/// The revision `live` is not what `spec` describes (version and images).
+pub(super) fn spec_differs_from(live: &Revision, spec: &ReleaseSpec) -> bool {
     live.version != spec.version
         || live.images.len() != spec.images.len()
         || spec.images.iter().any(|s| {
@@ -345,6 +372,24 @@ pub(super) fn spec_differs(status: &ReleaseStatus, spec: &ReleaseSpec) -> bool {
                 .iter()
                 .any(|l| l.container == s.container && l.image == s.image)
         })
+}
+
+/// A digest Rewind already knows for the migration image `image` of `version`: in the
+/// reference, or recorded for the same version and image in history.
+fn known_migration_digest(
+    history: &[Revision],
+    version: &str,
+    image: &str,
+) -> Option<(String, Option<DigestSource>)> {
+    if let Some(d) = ImageRef::parse(image).digest.filter(|d| is_digest(d)) {
+        return Some((d.to_owned(), Some(DigestSource::Reference)));
+    }
+    history
+        .iter()
+        .filter(|r| r.version == version)
+        .filter_map(|r| r.migration.as_ref())
+        .find(|m| m.image == image && m.digest.is_some())
+        .map(|m| (m.digest.clone().unwrap_or_default(), m.resolved_from))
 }
 
 /// The digest every pod in `pods` reports for `container`, if they report one and agree.

@@ -143,6 +143,13 @@ impl Planner<'_> {
                 if self.status.phase == Some(Phase::Degraded) {
                     return;
                 }
+                if self.status.rollback.as_ref().is_some_and(|r| {
+                    r.phase == crate::api::RollbackPhase::Failed && r.from.revision == revision
+                }) {
+                    // Its rollback stopped (a migration step failed, or the restore): the
+                    // phase it left says what to do.
+                    return;
+                }
                 let why = live
                     .failure
                     .as_ref()

@@ -22,23 +22,44 @@ impl Planner<'_> {
             live.and_then(|l| choose_target(&self.status.history, l, t))
                 .map(|r| r.revision)
         };
-        let keep: Vec<i64> = [
+        let mut keep: Vec<i64> = [
             live,
             self.in_flight().map(|r| r.to.revision),
             self.in_flight().map(|r| r.from.revision),
             target(RollbackTarget::LastHealthy),
             target(self.policy.target),
+            self.gated_index().map(|i| self.status.history[i].revision),
         ]
         .into_iter()
         .flatten()
         .collect();
+        // A rollback in flight runs the down migrations of these revisions.
+        if let Some(rb) = self.in_flight() {
+            keep.extend(
+                rb.migrations
+                    .iter()
+                    .flat_map(|s| [s.revision, s.to_revision]),
+            );
+        }
+        // The revisions between the live one and its rollback target that the schema went
+        // through: a rollback needs their down migrations. Kept over the count, not over the
+        // byte budget (then a rollback across them says it cannot tell the way back).
+        let mut chain: Vec<i64> = Vec::new();
+        if let (Some(l), Some(t)) = (live, target(RollbackTarget::LastHealthy)) {
+            chain = super::migrate::chain(&self.status.history, l, t);
+        }
         self.status
             .history
             .sort_by_key(|r| std::cmp::Reverse(r.revision));
         let oldest_droppable =
             |history: &[Revision]| history.iter().rposition(|r| !keep.contains(&r.revision));
         while self.status.history.len() > limit {
-            match oldest_droppable(&self.status.history) {
+            let not_on_chain = self
+                .status
+                .history
+                .iter()
+                .rposition(|r| !keep.contains(&r.revision) && !chain.contains(&r.revision));
+            match not_on_chain {
                 Some(i) => {
                     self.status.history.remove(i);
                 }

@@ -10,6 +10,8 @@
 //! - `deploy.rs`: adopting a Deployment (revision 0), deploying a new revision, pinning digests;
 //! - `guard.rs`: judging the live revision (rolling out, then guarded) with `health.rs`;
 //! - `rollback.rs`: a failure, then start → restore images → verify → finish, and cooldown;
+//! - `migrate.rs`: migration Jobs: the up gate before a rollout, the down steps of a rollback
+//!   (which revisions' migrations it undoes, irreversible ones), following each Job;
 //! - `requests.rs`: what people ask by annotation (manual rollback, retry);
 //! - `history.rs`: the history cap, choosing a rollback target, digests already known;
 //! - `views.rs`: the Deployment and Pods as the planner sees them; `policy.rs`: a policy with
@@ -22,6 +24,7 @@ mod deploy;
 mod guard;
 pub mod health;
 mod history;
+mod migrate;
 mod plan;
 pub mod policy;
 mod requests;
@@ -86,7 +89,18 @@ pub struct Plan {
     /// from the API server, plans again and acts only on that plan, so no verdict is taken
     /// from a cache that may be stale.
     pub confirm: bool,
+    /// Migration Jobs to create, after the status is written (which records them first) and
+    /// the Events are published. Creating one that exists already is not an error: it is the
+    /// same step (the name is deterministic).
+    pub jobs: Vec<JobRequest>,
+    /// Migration Jobs that ended in this step: kind (`up`/`down`) and result (`Succeeded`,
+    /// `Failed`, `TimedOut`, `Deleted`), for metrics.
+    pub migrations_ended: Vec<(&'static str, &'static str)>,
 }
+
+pub use migrate::JobRequest;
+#[cfg(test)]
+pub use migrate::MigrationKind;
 
 /// The fields of the Deployment's pod template Rewind owns.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -34,6 +34,8 @@ pub(super) struct Planner<'a> {
     pub(super) finished: Option<Rollback>,
     pub(super) lookups: Vec<String>,
     pub(super) confirm: bool,
+    pub(super) jobs: Vec<super::JobRequest>,
+    pub(super) migrations_ended: Vec<(&'static str, &'static str)>,
 }
 
 pub(super) use super::clock::add;
@@ -69,6 +71,8 @@ impl<'a> Planner<'a> {
             finished: None,
             lookups: Vec::new(),
             confirm: false,
+            jobs: Vec::new(),
+            migrations_ended: Vec::new(),
         }
     }
 
@@ -81,6 +85,8 @@ impl<'a> Planner<'a> {
             finished: self.finished,
             lookups: self.lookups,
             confirm: self.confirm,
+            jobs: self.jobs,
+            migrations_ended: self.migrations_ended,
         }
     }
 
@@ -228,7 +234,7 @@ impl<'a> Planner<'a> {
             return;
         };
         self.bind_target(workload);
-        if self.in_flight().is_some() {
+        if self.retry_halted() || self.in_flight().is_some() {
             self.continue_rollback(workload);
             return;
         }
@@ -266,6 +272,11 @@ impl<'a> Planner<'a> {
                 return;
             }
             self.status.blocked = None;
+        }
+        if let Some(idx) = self.gated_index() {
+            // A revision waits for its up migration Job (or the spec moved on while it ran).
+            self.continue_up(idx, workload);
+            return;
         }
         if spec_differs(&self.status, spec) {
             self.deploy(workload);

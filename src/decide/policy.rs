@@ -15,7 +15,8 @@ use super::{
     text::{NAME_MAX, bounded},
 };
 use crate::api::{
-    DigestResolution, RollbackPolicySpec, RollbackTarget, duration,
+    DigestResolution, IrreversibleAction, MigrationOrder, RollbackPolicySpec, RollbackTarget,
+    duration,
     rules::{self, DurationBounds},
 };
 
@@ -48,6 +49,13 @@ pub struct Policy {
     pub strict_digests: bool,
     /// Names of the metric checks the policy declares (not evaluated yet).
     pub metrics: Vec<String>,
+    /// When a rollback's down migrations run.
+    pub migration_order: MigrationOrder,
+    /// The longest a migration Job may run (its activeDeadlineSeconds).
+    pub migration_timeout: Duration,
+    /// Roll back across an irreversible migration without asking (policy `irreversible:
+    /// Allow`).
+    pub allow_irreversible: bool,
 }
 
 /// Finished rollbacks kept in `status.rollbacks`.
@@ -120,6 +128,9 @@ impl Default for Policy {
             cooldown: Duration::from_secs(10 * 60),
             strict_digests: false,
             metrics: Vec::new(),
+            migration_order: MigrationOrder::BeforeRollback,
+            migration_timeout: Duration::from_secs(15 * 60),
+            allow_irreversible: false,
         }
     }
 }
@@ -220,14 +231,13 @@ impl TryFrom<&RollbackPolicySpec> for Policy {
                 });
             }
         }
-        if let Some(m) = &spec.migrations {
-            within(
-                &rules::MIGRATION_TIMEOUT,
-                rules::MIGRATION_TIMEOUT.field.into(),
-                m.timeout.as_ref(),
-                Duration::ZERO,
-            )?;
-        }
+        let migrations = spec.migrations.clone().unwrap_or_default();
+        let migration_timeout = within(
+            &rules::MIGRATION_TIMEOUT,
+            rules::MIGRATION_TIMEOUT.field.into(),
+            migrations.timeout.as_ref(),
+            d.migration_timeout,
+        )?;
         let duration = |b: &DurationBounds, v: Option<&duration::Duration>, default| {
             within(b, b.field.into(), v, default)
         };
@@ -266,6 +276,9 @@ impl TryFrom<&RollbackPolicySpec> for Policy {
             cooldown: duration(&rules::COOLDOWN, spec.cooldown.as_ref(), d.cooldown)?,
             strict_digests: spec.digest_resolution == Some(DigestResolution::Strict),
             metrics: spec.metrics.iter().map(|m| m.name.clone()).collect(),
+            migration_order: migrations.order.unwrap_or_default(),
+            migration_timeout,
+            allow_irreversible: migrations.irreversible == Some(IrreversibleAction::Allow),
         })
     }
 }

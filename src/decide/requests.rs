@@ -11,11 +11,11 @@ use super::{
     health::Failing,
     history::choose_target,
     plan::Planner,
-    text::{NAME_MAX, bounded, bounded_key},
+    text::{MESSAGE_MAX, NAME_MAX, bounded, bounded_key},
     views::Workload,
 };
 use crate::{
-    api::{Failure, Handled, Outcome, Revision, RollbackTarget, Trigger},
+    api::{Failure, Handled, MigrationStep, Outcome, Revision, RollbackTarget, Trigger},
     labels, reasons,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -86,7 +86,7 @@ impl Planner<'_> {
             if already_handled(slot.as_deref(), &value) {
                 continue;
             }
-            *slot = Some(bounded_key(&value, NAME_MAX));
+            let before = slot.replace(bounded_key(&value, NAME_MAX));
             let source = if from_target {
                 format!(
                     "annotation {} on Deployment {}",
@@ -103,10 +103,31 @@ impl Planner<'_> {
                     let msg = format!(
                         "rollback to {shown:?} ({source}) refused: {refusal}; nothing was changed"
                     );
+                    if matches!(refusal, Refusal::Irreversible { .. }) {
+                        // Not used up: the request is taken as soon as the override names
+                        // every irreversible version (said once, not on every look).
+                        let handled = self.status.handled.get_or_insert_with(Handled::default);
+                        let slot = if from_target {
+                            &mut handled.target_rollback_to
+                        } else {
+                            &mut handled.rollback_to
+                        };
+                        *slot = before;
+                        let said =
+                            conditions::get(&self.status.conditions, conditions::MANUAL_ROLLBACK)
+                                .is_some_and(|c| {
+                                    c.status == "False"
+                                        && c.reason == why
+                                        && c.message == bounded(&msg, MESSAGE_MAX)
+                                });
+                        if said {
+                            continue;
+                        }
+                    }
                     self.condition(conditions::MANUAL_ROLLBACK, false, why, msg.clone());
                     self.note(Warning, why, msg);
                 }
-                Ok((from, to)) => {
+                Ok((from, to, steps)) => {
                     let requested_by = if from_target {
                         workload.requested_by.as_deref()
                     } else {
@@ -155,7 +176,7 @@ impl Planner<'_> {
                         message,
                         at: self.now,
                     };
-                    self.start_rollback(&from, &to, cause, requested_by, workload);
+                    self.start_rollback(&from, &to, cause, requested_by, steps, workload);
                     return true;
                 }
             }
@@ -164,11 +185,12 @@ impl Planner<'_> {
         false
     }
 
-    /// The live revision and the revision `value` names, or why not.
+    /// The live revision, the revision `value` names and the down migrations between them,
+    /// or why not.
     pub(super) fn resolve_manual_target(
         &self,
         value: &str,
-    ) -> Result<(Revision, Revision), Refusal> {
+    ) -> Result<(Revision, Revision, Vec<MigrationStep>), Refusal> {
         let live = self
             .live_index()
             .map(|i| self.status.history[i].clone())
@@ -220,7 +242,30 @@ impl Planner<'_> {
                 i.container.clone(),
             ));
         }
-        Ok((live, target))
+        let mut crossing = self
+            .crossing(&live, &target)
+            .map_err(Refusal::MigrationPath)?;
+        if !crossing.irreversible.is_empty() {
+            let allowed: Vec<&str> = self
+                .release
+                .annotations()
+                .get(labels::ALLOW_IRREVERSIBLE)
+                .map(|v| v.split(',').map(str::trim).collect())
+                .unwrap_or_default();
+            let missing: Vec<String> = crossing
+                .irreversible
+                .iter()
+                .filter(|v| !allowed.contains(&v.as_str()))
+                .cloned()
+                .collect();
+            if !self.policy.allow_irreversible && !missing.is_empty() {
+                return Err(Refusal::Irreversible {
+                    versions: crossing.irreversible.join(","),
+                });
+            }
+            crossing.skip_irreversible(&self.status.history);
+        }
+        Ok((live, target, crossing.steps))
     }
 }
 
@@ -258,6 +303,18 @@ pub(super) enum Refusal {
         "{0} (revision {1}) has no recorded digest for container {2}; Rewind only restores pinned bits"
     )]
     DigestUnknown(String, i64, String),
+    /// History does not show which down migrations lead to the target's schema.
+    #[error("{0}")]
+    MigrationPath(String),
+    /// The rollback would cross migrations that cannot be undone, and no override names them.
+    #[error(
+        "it would cross the irreversible migration of {versions} (reversible: false or no down command); to roll back anyway, name them in the annotation {allow}: \"{versions}\" and ask again",
+        allow = labels::ALLOW_IRREVERSIBLE
+    )]
+    Irreversible {
+        /// The versions whose migration would be crossed, comma-separated.
+        versions: String,
+    },
 }
 
 impl Refusal {
@@ -270,6 +327,8 @@ impl Refusal {
             Refusal::AlreadyRunning(..) => reasons::ALREADY_RUNNING,
             Refusal::NeverHealthy(..) => reasons::TARGET_NOT_HEALTHY,
             Refusal::DigestUnknown(..) => reasons::DIGESTS_UNKNOWN,
+            Refusal::MigrationPath(_) => reasons::MIGRATION_PATH_UNKNOWN,
+            Refusal::Irreversible { .. } => reasons::IRREVERSIBLE_MIGRATION,
         }
     }
 }

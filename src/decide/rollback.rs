@@ -9,10 +9,11 @@ use kube::ResourceExt;
 
 use super::{
     EventKind::{Normal, Warning},
-    conditions,
+    Template, conditions,
     deploy::{template_for, workload_runs},
     health::Failing,
     history::choose_target,
+    migrate::Steps,
     plan::{Planner, add},
     policy,
     text::{MESSAGE_MAX, bounded},
@@ -20,7 +21,8 @@ use super::{
 };
 use crate::{
     api::{
-        Blocked, Failure, Outcome, Phase, Revision, RevisionRef, Rollback, RollbackPhase, Trigger,
+        Blocked, Failure, MigrationOrder, MigrationPhase, MigrationStep, Outcome, Phase, Revision,
+        RevisionRef, Rollback, RollbackPhase, Trigger,
     },
     labels, reasons,
 };
@@ -67,7 +69,35 @@ impl Planner<'_> {
             self.set_phase(Phase::Degraded, reasons::NO_ROLLBACK_TARGET, msg);
             return;
         };
-        self.start_rollback(&live, &target, f, None, workload);
+        let mut crossing = match self.crossing(&live, &target) {
+            Ok(c) => c,
+            Err(why) => {
+                let msg = format!(
+                    "{headline}; no automatic rollback to {}: {why}",
+                    target.version
+                );
+                self.note(Warning, reasons::MIGRATION_PATH_UNKNOWN, msg.clone());
+                self.set_phase(Phase::Degraded, reasons::MIGRATION_PATH_UNKNOWN, msg);
+                return;
+            }
+        };
+        if !crossing.irreversible.is_empty() {
+            if !self.policy.allow_irreversible {
+                let versions = crossing.irreversible.join(",");
+                let msg = format!(
+                    "{headline}; no automatic rollback to {}: it would cross the irreversible migration of {versions} (reversible: false or no down command; policy migrations.irreversible: Halt). To roll back anyway, set the annotations {}: \"{versions}\" and {}: \"{}\" on the Release",
+                    target.version,
+                    labels::ALLOW_IRREVERSIBLE,
+                    labels::ROLLBACK_TO,
+                    target.version
+                );
+                self.note(Warning, reasons::IRREVERSIBLE_MIGRATION, msg.clone());
+                self.set_phase(Phase::Degraded, reasons::IRREVERSIBLE_MIGRATION, msg);
+                return;
+            }
+            crossing.skip_irreversible(&self.status.history);
+        }
+        self.start_rollback(&live, &target, f, None, crossing.steps, workload);
     }
 
     /// The end of the cooldown after the last automatic rollback, if it has not passed.
@@ -85,13 +115,16 @@ impl Planner<'_> {
     }
 
     /// Start rolling back from `from` to `to` because of `cause` (a failure detected, or a
-    /// person's request); records the phase RestoringImages with the restore in one plan.
+    /// person's request), undoing the schema changes in `steps` (newest first). Records the
+    /// first phase with its side effect in one plan: MigratingDown with the first Job (order
+    /// BeforeRollback and a Job to run), else RestoringImages with the restore.
     pub(super) fn start_rollback(
         &mut self,
         from: &Revision,
         to: &Revision,
         cause: Failing,
         requested_by: Option<String>,
+        steps: Vec<MigrationStep>,
         workload: &Workload,
     ) {
         let Failing {
@@ -126,6 +159,7 @@ impl Planner<'_> {
             requested_by,
             phase: RollbackPhase::RestoringImages,
             job_name: None,
+            migrations: steps,
             detected_at: Time(detected_at),
             started_at: Some(Time(self.now)),
             images_restored_at: None,
@@ -136,8 +170,48 @@ impl Planner<'_> {
             "rolling back {} (revision {}) to {} (revision {}): {message}",
             from.version, from.revision, to.version, to.revision
         );
+        let mut rollback = rollback;
+        let runnable = rollback
+            .migrations
+            .iter()
+            .any(|s| s.phase == MigrationPhase::Pending);
+        let msg = if rollback.migrations.is_empty() {
+            msg
+        } else {
+            let steps: Vec<String> = rollback
+                .migrations
+                .iter()
+                .map(|s| {
+                    let how = if s.phase == MigrationPhase::Skipped {
+                        " (irreversible, crossed without a Job)"
+                    } else {
+                        ""
+                    };
+                    format!(
+                        "{} schema {} → {}{how}",
+                        s.version, s.from_schema_version, s.to_schema_version
+                    )
+                })
+                .collect();
+            let when = match self.policy.migration_order {
+                MigrationOrder::BeforeRollback => "before",
+                MigrationOrder::AfterRollback => "after",
+            };
+            format!(
+                "{msg}; down migrations {when} the images are restored: {}",
+                steps.join(", ")
+            )
+        };
         self.note(Warning, reasons::ROLLBACK_STARTED, msg.clone());
         self.set_phase(Phase::RollingBack, reasons::ROLLING_BACK, msg);
+        if runnable && self.policy.migration_order == MigrationOrder::BeforeRollback {
+            // The phase and the first Job's name are written with this status, before the
+            // Job is created; the Deployment is not touched until every step completed.
+            rollback.phase = RollbackPhase::MigratingDown;
+            self.status.rollback = Some(rollback);
+            self.continue_rollback(workload);
+            return;
+        }
         self.status.rollback = Some(rollback);
         // The phase (RestoringImages) is written with this status, before the patch.
         self.apply = Some(template_for(to, workload, true));
@@ -153,65 +227,119 @@ impl Planner<'_> {
                 "rollback {} lost its target revision {} from history",
                 rb.id, rb.to.revision
             );
-            self.fail_rollback(rb, msg);
+            self.fail_rollback(rb, reasons::ROLLBACK_FAILED, msg);
             return;
         };
         let template = template_for(&target, workload, true);
         match rb.phase {
-            // Migrations are not run yet: these phases only restore images.
-            RollbackPhase::Pending
-            | RollbackPhase::MigratingDown
-            | RollbackPhase::RestoringImages => {
-                if workload_runs(workload, &template) {
-                    rb.phase = RollbackPhase::Verifying;
-                    rb.images_restored_at = Some(Time(self.now));
-                    self.note(
-                        Normal,
-                        reasons::IMAGES_RESTORED,
-                        format!(
-                            "Deployment {} runs {} (revision {}) again; verifying the rollout",
-                            self.release.spec.target.name, target.version, target.revision
-                        ),
-                    );
-                    self.status.rollback = Some(rb.clone());
-                    self.verify(rb, &target, workload);
-                } else {
-                    let started = rb.started_at.as_ref().map_or(self.now, |t| t.0);
-                    let deadline = self.clock().due(started, self.policy.readiness_timeout);
-                    if self.clock().passed(deadline) {
-                        // The Deployment never showed the target's images (an apply that keeps
-                        // failing, or a webhook rewriting images): stop and ask for a person.
-                        let msg = format!(
-                            "rollback {} could not restore {} (revision {}) within {}s: the Deployment does not run its images; a person must look",
-                            rb.id,
-                            target.version,
-                            target.revision,
-                            self.policy.readiness_timeout.as_secs()
-                        );
-                        self.fail_rollback(rb, msg);
-                        return;
-                    }
-                    if rb.phase != RollbackPhase::RestoringImages {
-                        rb.phase = RollbackPhase::RestoringImages;
-                        self.status.rollback = Some(rb);
-                    }
-                    self.apply = Some(template);
-                    self.recheck_at(Some(deadline));
+            RollbackPhase::MigratingDown => match self.run_steps(&mut rb) {
+                Steps::Halted => {}
+                Steps::Waiting => {
+                    let msg = migrating_message(&rb, "before restoring the images");
+                    self.set_phase(Phase::RollingBack, reasons::MIGRATING_DOWN, msg);
+                    self.status.rollback = Some(rb);
                 }
+                Steps::Done => {
+                    rb.phase = RollbackPhase::RestoringImages;
+                    self.restore(rb, &target, template, workload);
+                }
+            },
+            RollbackPhase::Pending | RollbackPhase::RestoringImages => {
+                self.restore(rb, &target, template, workload);
             }
-            RollbackPhase::Verifying | RollbackPhase::MigratingDownAfter => {
+            RollbackPhase::Verifying => {
                 if !workload_runs(workload, &template) {
                     // Someone changed the Deployment under a rollback: put the target back.
                     self.apply = Some(template);
                 }
                 self.verify(rb, &target, workload);
             }
+            RollbackPhase::MigratingDownAfter => {
+                if !workload_runs(workload, &template) {
+                    self.apply = Some(template);
+                }
+                match self.run_steps(&mut rb) {
+                    Steps::Halted => {}
+                    Steps::Waiting => {
+                        let msg = migrating_message(&rb, "after restoring the images");
+                        self.set_phase(Phase::RollingBack, reasons::MIGRATING_DOWN, msg);
+                        self.status.rollback = Some(rb);
+                    }
+                    Steps::Done => self.succeed(rb, &target),
+                }
+            }
             RollbackPhase::Succeeded | RollbackPhase::Failed => {}
         }
     }
 
-    /// End a rollback that cannot go on: Failed, recorded, Stalled with `message`.
-    pub(super) fn fail_rollback(&mut self, mut rb: Rollback, message: String) {
+    /// Restore the target's images (RestoringImages), then verify once the Deployment runs
+    /// them.
+    fn restore(
+        &mut self,
+        mut rb: Rollback,
+        target: &Revision,
+        template: Template,
+        workload: &Workload,
+    ) {
+        if workload_runs(workload, &template) {
+            rb.phase = RollbackPhase::Verifying;
+            rb.images_restored_at = Some(Time(self.now));
+            self.note(
+                Normal,
+                reasons::IMAGES_RESTORED,
+                format!(
+                    "Deployment {} runs {} (revision {}) again; verifying the rollout",
+                    self.release.spec.target.name, target.version, target.revision
+                ),
+            );
+            self.status.rollback = Some(rb.clone());
+            self.verify(rb, target, workload);
+            return;
+        }
+        // From when the restore began: after the down migrations, when they ran first.
+        let since = rb
+            .migrations
+            .iter()
+            .filter_map(|s| s.job.as_ref()?.completed_at.as_ref())
+            .map(|t| t.0)
+            .chain(rb.started_at.as_ref().map(|t| t.0))
+            .max()
+            .unwrap_or(self.now);
+        let deadline = self.clock().due(since, self.policy.readiness_timeout);
+        if self.clock().passed(deadline) {
+            // The Deployment never showed the target's images (an apply that keeps failing,
+            // or a webhook rewriting images): stop and ask for a person.
+            let msg = format!(
+                "rollback {} could not restore {} (revision {}) within {}s: the Deployment does not run its images; a person must look",
+                rb.id,
+                target.version,
+                target.revision,
+                self.policy.readiness_timeout.as_secs()
+            );
+            self.fail_rollback(rb, reasons::ROLLBACK_FAILED, msg);
+            return;
+        }
+        if rb.phase != RollbackPhase::RestoringImages || self.status.rollback.as_ref() != Some(&rb)
+        {
+            let msg = format!(
+                "rolling back {} (revision {}) to {} (revision {}): restoring the images",
+                rb.from.version, rb.from.revision, target.version, target.revision
+            );
+            rb.phase = RollbackPhase::RestoringImages;
+            self.set_phase(Phase::RollingBack, reasons::ROLLING_BACK, msg);
+            self.status.rollback = Some(rb);
+        }
+        self.apply = Some(template);
+        self.recheck_at(Some(deadline));
+    }
+
+    /// End a rollback that cannot go on: Failed, recorded, Stalled with `reason` and `message`.
+    pub(super) fn fail_rollback(
+        &mut self,
+        mut rb: Rollback,
+        reason: &'static str,
+        message: String,
+    ) {
         self.confirm = true;
         rb.phase = RollbackPhase::Failed;
         rb.completed_at = Some(Time(self.now));
@@ -220,7 +348,7 @@ impl Planner<'_> {
         self.status.rollbacks.insert(0, rb.clone());
         self.status.rollbacks.truncate(policy::ROLLBACKS_KEPT);
         self.finished = Some(rb);
-        self.stall(reasons::ROLLBACK_FAILED, message);
+        self.stall(reason, message);
     }
 
     pub(super) fn verify(&mut self, mut rb: Rollback, target: &Revision, workload: &Workload) {
@@ -246,8 +374,6 @@ impl Planner<'_> {
             self.recheck_at(Some(deadline));
             return;
         }
-        rb.completed_at = Some(Time(self.now));
-        rb.duration_seconds = Some(seconds_between(rb.detected_at.0, self.now));
         let from_version = rb.from.version.clone();
         self.status.revision = Some(target.revision);
         self.status.version = Some(target.version.clone());
@@ -269,7 +395,54 @@ impl Planner<'_> {
                 since: Time(self.now),
             });
         }
+        if done
+            && rb
+                .migrations
+                .iter()
+                .any(|s| s.phase == MigrationPhase::Pending)
+        {
+            // Order AfterRollback: the target runs and is verified; now its down migrations.
+            rb.phase = RollbackPhase::MigratingDownAfter;
+            match self.run_steps(&mut rb) {
+                Steps::Halted => return,
+                Steps::Waiting => {
+                    let msg = migrating_message(&rb, "after restoring the images");
+                    self.set_phase(Phase::RollingBack, reasons::MIGRATING_DOWN, msg);
+                    self.status.rollback = Some(rb);
+                    return;
+                }
+                Steps::Done => {}
+            }
+        }
         if done {
+            self.succeed(rb, target);
+            return;
+        }
+        {
+            rb.completed_at = Some(Time(self.now));
+            rb.duration_seconds = Some(seconds_between(rb.detected_at.0, self.now));
+            self.confirm = true;
+            rb.phase = RollbackPhase::Failed;
+            let msg = format!(
+                "rollback to {} (revision {}) did not become available within {}s: {} of {} replicas available; a person must look",
+                target.version,
+                target.revision,
+                self.policy.readiness_timeout.as_secs(),
+                workload.available,
+                workload.replicas
+            );
+            self.note(Warning, reasons::ROLLBACK_FAILED, msg.clone());
+            self.set_phase(Phase::Failed, reasons::ROLLBACK_FAILED, msg);
+        }
+        self.record_finished(rb);
+    }
+
+    /// The rollback reached its target and every down migration ran: Succeeded.
+    fn succeed(&mut self, mut rb: Rollback, target: &Revision) {
+        rb.completed_at = Some(Time(self.now));
+        rb.duration_seconds = Some(seconds_between(rb.detected_at.0, self.now));
+        let from_version = rb.from.version.clone();
+        {
             rb.phase = RollbackPhase::Succeeded;
             let msg = format!(
                 "rolled back from {} (revision {}) to {} (revision {}) in {:.1}s after {}: {}",
@@ -310,20 +483,12 @@ impl Planner<'_> {
                 reasons::ROLLED_BACK,
                 status_msg,
             );
-        } else {
-            self.confirm = true;
-            rb.phase = RollbackPhase::Failed;
-            let msg = format!(
-                "rollback to {} (revision {}) did not become available within {}s: {} of {} replicas available; a person must look",
-                target.version,
-                target.revision,
-                self.policy.readiness_timeout.as_secs(),
-                workload.available,
-                workload.replicas
-            );
-            self.note(Warning, reasons::ROLLBACK_FAILED, msg.clone());
-            self.set_phase(Phase::Failed, reasons::ROLLBACK_FAILED, msg);
         }
+        self.record_finished(rb);
+    }
+
+    /// Record a finished rollback in status and the audit list.
+    fn record_finished(&mut self, rb: Rollback) {
         self.status.rollback = Some(rb.clone());
         self.status.rollbacks.insert(0, rb.clone());
         self.status.rollbacks.truncate(policy::ROLLBACKS_KEPT);
@@ -334,6 +499,16 @@ impl Planner<'_> {
     }
 
     pub(super) fn stay_rolled_back(&mut self, blocked: &Blocked, workload: &Workload) {
+        if let Some(failure) = self.gate_failure(&blocked.version) {
+            // Blocked at its up migration: it never ran; say so, as when it failed.
+            let reason = match failure.reason.as_str() {
+                r if r == reasons::MIGRATION_TIMED_OUT => reasons::MIGRATION_TIMED_OUT,
+                r if r == reasons::MIGRATION_JOB_DELETED => reasons::MIGRATION_JOB_DELETED,
+                _ => reasons::MIGRATION_FAILED,
+            };
+            self.stall(reason, failure.message);
+            return;
+        }
         if let Some(live) = self.live_index().map(|i| self.status.history[i].clone()) {
             let template = template_for(&live, workload, true);
             if !workload_runs(workload, &template) {
@@ -355,6 +530,29 @@ impl Planner<'_> {
         if rolled_back_ok {
             self.set_phase(Phase::RolledBack, reasons::ROLLED_BACK, msg);
         }
+    }
+}
+
+/// The phase message while down migrations run: which Job, which step.
+fn migrating_message(rb: &Rollback, when: &str) -> String {
+    let running = rb
+        .migrations
+        .iter()
+        .find(|s| s.phase == MigrationPhase::Running);
+    match running {
+        Some(s) => format!(
+            "rolling back {} to {}: down migration of {} (schema {} → {}) runs as Job {} {when}",
+            rb.from.version,
+            rb.to.version,
+            s.version,
+            s.from_schema_version,
+            s.to_schema_version,
+            s.job.as_ref().map_or("?", |j| j.name.as_str())
+        ),
+        None => format!(
+            "rolling back {} to {}: down migrations {when}",
+            rb.from.version, rb.to.version
+        ),
     }
 }
 

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use jiff::Timestamp;
 use k8s_openapi::api::{
     apps::v1::{Deployment, ReplicaSet},
+    batch::v1::Job,
     core::v1::Pod,
 };
 
@@ -272,6 +273,98 @@ pub struct Observed {
     /// Pods of the Release (label `rewind.dev/release`), plus, before adoption, the pods the
     /// Deployment already ran.
     pub pods: Vec<PodView>,
+    /// The Release's migration Jobs (label `rewind.dev/release`, owned by the Release).
+    pub jobs: Vec<JobView>,
+}
+
+/// The parts of a migration Job that decisions need.
+#[derive(Clone, Debug, PartialEq)]
+pub struct JobView {
+    /// metadata.name.
+    pub name: String,
+    /// metadata.uid.
+    pub uid: String,
+    /// Being deleted.
+    pub deleting: bool,
+    /// How it stands.
+    pub state: JobState,
+    /// The digest its pod reports for the migration image (imageID), once pulled.
+    pub digest: Option<String>,
+    /// The termination message of its failed container, when there is one.
+    pub termination_message: Option<String>,
+}
+
+/// Where a Job stands, from its final conditions.
+#[derive(Clone, Debug, PartialEq)]
+pub enum JobState {
+    /// Neither Complete nor Failed yet.
+    Running,
+    /// Condition Complete is True (since `at`).
+    Succeeded {
+        /// When it completed.
+        at: Timestamp,
+    },
+    /// Condition Failed is True.
+    Failed {
+        /// When it failed.
+        at: Timestamp,
+        /// The condition's reason: DeadlineExceeded, BackoffLimitExceeded, …
+        reason: String,
+        /// The condition's message.
+        message: String,
+    },
+}
+
+impl JobView {
+    /// From a Job and the pods it controls.
+    pub fn new(job: &Job, pods: &[&Pod]) -> JobView {
+        let conditions = job
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        let holds = |type_: &str| {
+            conditions
+                .iter()
+                .find(|c| c.type_ == type_ && c.status == "True")
+        };
+        let at = |c: &k8s_openapi::api::batch::v1::JobCondition| {
+            c.last_transition_time
+                .as_ref()
+                .or(c.last_probe_time.as_ref())
+                .map_or(Timestamp::UNIX_EPOCH, |t| t.0)
+        };
+        let state = if let Some(c) = holds("Complete") {
+            JobState::Succeeded { at: at(c) }
+        } else if let Some(c) = holds("Failed") {
+            JobState::Failed {
+                at: at(c),
+                reason: c.reason.clone().unwrap_or_default(),
+                message: c.message.clone().unwrap_or_default(),
+            }
+        } else {
+            JobState::Running
+        };
+        let statuses = || {
+            pods.iter()
+                .filter_map(|p| p.status.as_ref())
+                .flat_map(|s| s.container_statuses.iter().flatten())
+        };
+        let digest = statuses().find_map(|c| digest_from_image_id(&c.image_id).map(String::from));
+        let termination_message = statuses()
+            .filter_map(|c| c.state.as_ref()?.terminated.as_ref())
+            .filter(|t| t.exit_code != 0)
+            .find_map(|t| t.message.clone().filter(|m| !m.trim().is_empty()));
+        JobView {
+            name: job.metadata.name.clone().unwrap_or_default(),
+            uid: job.metadata.uid.clone().unwrap_or_default(),
+            deleting: job.metadata.deletion_timestamp.is_some(),
+            state,
+            digest,
+            termination_message,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -63,6 +63,12 @@ helm.sh/chart: {{ include "rewind.chart" . }}
 - apiGroups: [events.k8s.io]
   resources: [events]
   verbs: [create, patch]
+# Migration Jobs: the operator creates them and watches those labelled rewind.dev/release.
+# No patch or delete (a Job is never changed; a retry is a new Job) and no pods/log (the
+# failure message is the pod status's termination message: FallbackToLogsOnError).
+- apiGroups: [batch]
+  resources: [jobs]
+  verbs: [get, list, watch, create]
 {{- if .Values.registry.readPullSecrets }}
 # Pull secrets, to look tags up the way the kubelet would pull them (registry.readPullSecrets).
 - apiGroups: [""]

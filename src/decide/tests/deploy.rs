@@ -427,34 +427,6 @@ fn a_digest_reference_is_pinned_from_the_start() {
 // ---- what is recorded but not acted on yet -----------------------------------------------
 
 #[test]
-fn a_release_with_a_migration_is_told_that_no_job_runs() {
-    let mut w = healthy_v1();
-    w.set_version("2.0.0");
-    w.release.spec.migration = Some(crate::api::Migration {
-        image: "registry.example/shop/migrate:2.0.0".into(),
-        schema_version: "20261120".into(),
-        up: None,
-        down: None,
-        reversible: true,
-        service_account_name: None,
-    });
-    let p = w.at(100).step();
-    assert!(p.apply.is_some(), "deployed anyway");
-    assert_eq!(
-        entry(&p.status, 2)
-            .migration
-            .as_ref()
-            .map(|m| m.schema_version.as_str()),
-        Some("20261120")
-    );
-    assert!(
-        reasons(&p).contains(&reasons::MIGRATION_NOT_RUN),
-        "{:?}",
-        reasons(&p)
-    );
-}
-
-#[test]
 fn a_policy_with_metric_checks_is_told_they_are_not_evaluated() {
     let mut w = healthy_v1();
     w.policy.metrics = vec!["error-rate".into()];

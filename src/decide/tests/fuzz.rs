@@ -370,6 +370,7 @@ fn policy() -> impl Strategy<Value = Policy> {
                     cooldown: Duration::from_secs(cooldown),
                     strict_digests: strict,
                     metrics: Vec::new(),
+                    ..Policy::default()
                 }
             },
         )

@@ -16,7 +16,7 @@ use super::{
     conditions,
     deploy::{agreed_digest, template_for},
     history::choose_target,
-    views::{ContainerSlot, ContainerView, Observed, PodView, Workload},
+    views::{ContainerSlot, ContainerView, JobState, JobView, Observed, PodView, Workload},
 };
 use crate::{
     api::{
@@ -32,6 +32,7 @@ use crate::{
 mod deploy;
 mod fuzz;
 mod history;
+mod migrate;
 mod plan;
 mod registry;
 mod requests;
@@ -380,6 +381,9 @@ struct World {
     claimed_by: Option<String>,
     /// Spans when the controller could not see the cluster.
     blind: Vec<Blind>,
+    /// The Release's migration Jobs: a Job a plan asks for appears (running) when the plan is
+    /// carried out.
+    jobs: Vec<JobView>,
     now: Timestamp,
 }
 
@@ -395,6 +399,7 @@ impl World {
             resolved: BTreeMap::new(),
             claimed_by: None,
             blind: Vec::new(),
+            jobs: Vec::new(),
             now: t(0),
         }
     }
@@ -437,6 +442,7 @@ impl World {
         let observed = Observed {
             workload: self.workload.clone(),
             pods: self.pods.clone(),
+            jobs: self.jobs.clone(),
         };
         super::plan(&Input {
             release: &self.release,
@@ -454,10 +460,33 @@ impl World {
     fn step(&mut self) -> Plan {
         let p = self.plan();
         self.release.status = Some(p.status.clone());
+        for job in &p.jobs {
+            if !self.jobs.iter().any(|j| j.name == job.name) {
+                self.jobs.push(JobView {
+                    name: job.name.clone(),
+                    uid: format!("uid-{}", job.name),
+                    deleting: false,
+                    state: JobState::Running,
+                    digest: None,
+                    termination_message: None,
+                });
+            }
+        }
         if let Some(template) = &p.apply {
             self.take_template(template);
         }
         p
+    }
+
+    /// The Job `name` ends in `state`.
+    fn job_ends(&mut self, name: &str, state: JobState) -> &mut Self {
+        let job = self
+            .jobs
+            .iter_mut()
+            .find(|j| j.name == name)
+            .unwrap_or_else(|| panic!("no Job {name}"));
+        job.state = state;
+        self
     }
 
     /// Server-side apply of Rewind's fields; a no-op apply does not bump the generation.
@@ -665,6 +694,7 @@ fn rev(
             resolved_from: digest.map(|_| DigestSource::PodStatus),
         }],
         migration: None,
+        deployed_over: None,
         source: None,
         deployed_at: Some(Time(t(n * 100))),
         healthy_at: healthy_at.map(|s| Time(t(s))),
