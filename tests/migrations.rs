@@ -45,12 +45,24 @@ fn registry_args() -> Vec<String> {
     ]
 }
 
-/// The usual fixture, with an operator that can reach the open registry, and `policy` merged
-/// into the spec of policy `fast`.
+/// Policy `fast` with a readiness timeout that a loaded control plane meets: these tests roll
+/// back crash-looping versions (detected by restarts, not by the timeout), and a rollout or a
+/// restore that only has to become available must not fail because the shared cluster's
+/// controller-manager is slow; plus `policy`.
+fn patient(policy: Value) -> Value {
+    let mut p = json!({"readiness": {"timeout": "90s", "unreadyFor": "3s", "maxUnready": 0}});
+    if let (Some(p), Some(e)) = (p.as_object_mut(), policy.as_object()) {
+        p.extend(e.clone());
+    }
+    p
+}
+
+/// The usual fixture, with an operator that can reach the open registry, and policy `fast`
+/// made `patient` with `policy`.
 async fn fixture(test: &str, policy: Value) -> Fixture {
     let args = registry_args();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    Fixture::with(test, &args, policy).await
+    Fixture::with(test, &args, patient(policy)).await
 }
 
 /// A migration image pushed to the open registry: as written in the Release, and pinned.
@@ -81,6 +93,10 @@ fn migration(image: &MigrationImage, schema: &str, extra: Value) -> Value {
     }
     json!({ "migration": m })
 }
+
+/// What a failing migration container says (its termination message, from the simulated
+/// kubelet's pod annotation `sim.rewind.dev/termination-message`).
+const SAID: &str = "relation \"users\" does not exist";
 
 /// The down command every test's migrations declare.
 fn down() -> Value {
@@ -677,25 +693,27 @@ async fn an_up_job_gates_the_rollout_and_the_deployment_changes_only_after_it_co
         status_json(&job)
     );
     let completed = completion(&job);
-    let sets =
-        f.ns.api::<ReplicaSet>()
-            .list(&ListParams::default())
-            .await
-            .expect("listing ReplicaSets");
-    let rs = sets
-        .items
-        .iter()
-        .find(|rs| {
-            rs.spec
-                .as_ref()
-                .and_then(|s| s.template.as_ref())
-                .and_then(|t| t.metadata.as_ref())
-                .and_then(|m| m.annotations.as_ref())
-                .and_then(|a| a.get("rewind.dev/revision"))
-                .map(String::as_str)
-                == Some("2")
-        })
-        .expect("a ReplicaSet for revision 2");
+    // The Deployment controller makes the ReplicaSet of the new template (a loaded
+    // controller-manager may take a while).
+    let of_revision_2 = |rs: &ReplicaSet| {
+        rs.spec
+            .as_ref()
+            .and_then(|s| s.template.as_ref())
+            .and_then(|t| t.metadata.as_ref())
+            .and_then(|m| m.annotations.as_ref())
+            .and_then(|a| a.get("rewind.dev/revision"))
+            .map(String::as_str)
+            == Some("2")
+    };
+    let sets = wait_for_all(
+        &f.ns.api::<ReplicaSet>(),
+        "app=shop",
+        "a ReplicaSet for revision 2",
+        secs(60),
+        |sets: &[ReplicaSet]| sets.iter().any(of_revision_2),
+    )
+    .await;
+    let rs = sets.iter().find(|rs| of_revision_2(rs)).unwrap();
     assert!(
         created(rs) >= completed,
         "the ReplicaSet of revision 2 was created at {} before the up Job completed at {completed}",
@@ -745,7 +763,11 @@ async fn a_failed_up_job_fails_the_revision_and_leaves_the_deployment_alone() {
         migration(
             &m2,
             "2",
-            json!({"up": {"command": ["/migrate", "up"]}, "down": down()}),
+            json!({
+                "up": {"command": ["/migrate", "up"]},
+                "down": down(),
+                "podAnnotations": {"sim.rewind.dev/termination-message": SAID}
+            }),
         ),
     )
     .await;
@@ -796,7 +818,11 @@ async fn a_failed_up_job_fails_the_revision_and_leaves_the_deployment_alone() {
         "nothing to roll back: {}",
         show(&v)
     );
-    warning_naming(&f, "MigrationFailed", &name, secs(15)).await;
+    let note = warning_naming(&f, "MigrationFailed", &name, secs(15)).await;
+    assert!(
+        note.contains(SAID),
+        "the Event gives the container's termination message: {note}"
+    );
     assert_eq!(migration_jobs_metric(&f, "up", "Failed"), 1.0);
 
     // The Deployment never changed, and nothing retries.
@@ -820,7 +846,8 @@ async fn a_failed_up_job_fails_the_revision_and_leaves_the_deployment_alone() {
 // -------------------------------------------------------------------- 2. down, ordering
 
 /// v1 (schema 1) Healthy, then v2 (schema 2, with a down, its Jobs taking `duration`) shipped
-/// crash-looping: returns v2's migration image and the Deployment on revision 2.
+/// crash-looping, once revision 2 is applied: returns v2's migration image. Its Jobs' pods say
+/// SAID when they fail (only an image marked `jobfail` fails).
 async fn crossing_rollback(
     f: &Fixture,
     test: &str,
@@ -839,7 +866,10 @@ async fn crossing_rollback(
             json!({
                 "down": down(),
                 "env": [{"name": "DB_HOST", "value": "db"}],
-                "podAnnotations": {"sim.rewind.dev/job-duration": duration}
+                "podAnnotations": {
+                    "sim.rewind.dev/job-duration": duration,
+                    "sim.rewind.dev/termination-message": SAID
+                }
             }),
         ),
     )
@@ -969,7 +999,7 @@ async fn before_rollback_the_down_job_of_the_failing_revision_completes_before_t
 
     // The Deployment goes back only once the Job is Complete.
     let d = f
-        .deployment_until("back on revision 1", secs(60), |d| {
+        .deployment_until("back on revision 1", secs(90), |d| {
             revision_of(d).as_deref() == Some("1")
         })
         .await;
@@ -980,7 +1010,7 @@ async fn before_rollback_the_down_job_of_the_failing_revision_completes_before_t
         status_json(&job)
     );
     assert_eq!(template_of(&d).0, pinned_app("1.0.0"), "1.0.0's digest");
-    let v = until(&f, "rollback Succeeded", secs(60), |v| {
+    let v = until(&f, "rollback Succeeded", secs(120), |v| {
         rollback_phase(v) == "Succeeded"
     })
     .await;
@@ -1059,7 +1089,7 @@ async fn after_rollback_the_images_are_restored_and_verified_before_the_down_job
         created(&job)
     );
 
-    let v = until(&f, "rollback Succeeded", secs(60), |v| {
+    let v = until(&f, "rollback Succeeded", secs(120), |v| {
         rollback_phase(v) == "Succeeded"
     })
     .await;
@@ -1110,7 +1140,10 @@ async fn a_failed_down_job_halts_the_rollback_and_each_retry_runs_a_new_job() {
     assert_eq!(cond(&v, "Stalled")["status"], "True", "{}", show(&v));
     assert_step(&v, &m2, &name1, "Failed", 1);
     let note = warning_naming(&f, "MigrationFailed", &name1, secs(15)).await;
-    eprintln!("MigrationFailed Event: {note}");
+    assert!(
+        note.contains(SAID),
+        "the Event gives the container's termination message: {note}"
+    );
     assert_eq!(migration_jobs_metric(&f, "down", "Failed"), 1.0);
 
     // Frozen: the Deployment exactly as when the Job was created, and nothing retries.
@@ -1155,7 +1188,16 @@ async fn a_failed_down_job_halts_the_rollback_and_each_retry_runs_a_new_job() {
         "{}",
         show(&v)
     );
-    warning_naming(&f, "MigrationFailed", &name2, secs(15)).await;
+    // The second failure is published as well (the Event recorder counts it in the series of
+    // the first MigrationFailed Event, whose note names the first Job).
+    let deadline = Instant::now() + secs(15);
+    while times_published(&f.ns.client(), f.ns.name(), "shop", "MigrationFailed").await < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the second failure was not published as an Event"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
     let (d, t) = template_now(&f).await;
     assert_eq!(
         (t, d.metadata.generation),
@@ -1248,7 +1290,7 @@ async fn a_timed_out_down_job_halts_the_rollback_and_a_retry_with_a_longer_timeo
         status_json(&job2)
     );
     assert_eq!(template_of(&d).0, pinned_app("1.0.0"));
-    let v = until(&f, "rollback Succeeded", secs(60), |v| {
+    let v = until(&f, "rollback Succeeded", secs(120), |v| {
         rollback_phase(v) == "Succeeded"
     })
     .await;
@@ -1264,10 +1306,14 @@ async fn a_timed_out_down_job_halts_the_rollback_and_a_retry_with_a_longer_timeo
 async fn an_operator_killed_right_after_creating_the_down_job_follows_that_job_after_a_restart() {
     let started = Instant::now();
     let args = registry_args();
-    let mut f = Fixture::with_operator("mig_killed_after_job", json!({}), async |ns: String| {
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        Operator::start_pausing_after_job(&ns, &args, "20s").await
-    })
+    let mut f = Fixture::with_operator(
+        "mig_killed_after_job",
+        patient(json!({})),
+        async |ns: String| {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            Operator::start_pausing_after_job(&ns, &args, "20s").await
+        },
+    )
     .await;
     let m2 = crossing_rollback(&f, "killed", "killed-m", "3s").await;
 
@@ -1302,7 +1348,7 @@ async fn an_operator_killed_right_after_creating_the_down_job_follows_that_job_a
         })
         .await;
     assert_eq!(template_of(&d).0, pinned_app("1.0.0"));
-    let v = until(&f, "rollback Succeeded", secs(60), |v| {
+    let v = until(&f, "rollback Succeeded", secs(120), |v| {
         rollback_phase(v) == "Succeeded"
     })
     .await;
@@ -1338,7 +1384,7 @@ async fn a_rollback_without_a_schema_change_runs_no_job() {
     healthy_v1(&f, migration(&m1, "1", json!({"down": down()}))).await;
     ship_crashing(&f, "2.0.0", migration(&m2, "1", json!({"down": down()}))).await;
     f.revision_applied(2, secs(30)).await;
-    let v = until(&f, "rollback Succeeded", secs(90), |v| {
+    let v = until(&f, "rollback Succeeded", secs(120), |v| {
         rollback_phase(v) == "Succeeded"
     })
     .await;
@@ -1435,7 +1481,7 @@ async fn a_rollback_across_two_schema_changes_runs_both_down_jobs_newest_first()
     }
 
     let d = f
-        .deployment_until("back on revision 1", secs(60), |d| {
+        .deployment_until("back on revision 1", secs(90), |d| {
             revision_of(d).as_deref() == Some("1")
         })
         .await;
@@ -1446,7 +1492,7 @@ async fn a_rollback_across_two_schema_changes_runs_both_down_jobs_newest_first()
         status_json(&b_now)
     );
     assert_eq!(template_of(&d).0, pinned_app("1.0.0"));
-    let v = until(&f, "rollback Succeeded", secs(60), |v| {
+    let v = until(&f, "rollback Succeeded", secs(120), |v| {
         rollback_phase(v) == "Succeeded"
     })
     .await;
@@ -1559,12 +1605,12 @@ async fn an_irreversible_migration_refuses_the_rollback_until_a_person_allows_cr
     f.annotate(&f.releases, "shop", "rewind.dev/rollback-to", Some("1.0.0"))
         .await;
     let d = f
-        .deployment_until("back on revision 1", secs(60), |d| {
+        .deployment_until("back on revision 1", secs(90), |d| {
             revision_of(d).as_deref() == Some("1")
         })
         .await;
     assert_eq!(template_of(&d).0, pinned_app("1.0.0"));
-    let v = until(&f, "rollback Succeeded", secs(60), |v| {
+    let v = until(&f, "rollback Succeeded", secs(120), |v| {
         rollback_phase(v) == "Succeeded"
     })
     .await;
