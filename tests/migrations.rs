@@ -856,6 +856,14 @@ async fn crossing_rollback(
 ) -> MigrationImage {
     let m1 = push_migration(&format!("{test}-m"), "1").await;
     let m2 = push_migration(v2_image, "2").await;
+    // The migration's ServiceAccount must exist for its pods to be admitted; the Secret and
+    // ConfigMap it names need not (nothing runs: the references are only checked on the Job).
+    let sa: k8s_openapi::api::core::v1::ServiceAccount =
+        serde_json::from_value(json!({"metadata": {"name": "migrator"}})).unwrap();
+    f.ns.api::<k8s_openapi::api::core::v1::ServiceAccount>()
+        .create(&Default::default(), &sa)
+        .await
+        .expect("creating ServiceAccount migrator");
     healthy_v1(f, migration(&m1, "1", json!({"down": down()}))).await;
     ship_crashing(
         f,
@@ -865,7 +873,13 @@ async fn crossing_rollback(
             "2",
             json!({
                 "down": down(),
-                "env": [{"name": "DB_HOST", "value": "db"}],
+                "serviceAccountName": "migrator",
+                "env": [
+                    {"name": "DB_HOST", "value": "db"},
+                    {"name": "DB_PASSWORD", "valueFrom": {"secretKeyRef": {"name": "db", "key": "password"}}}
+                ],
+                "envFrom": [{"configMapRef": {"name": "db-settings"}, "prefix": "DB_"}],
+                "resources": {"requests": {"cpu": "100m"}, "limits": {"memory": "256Mi"}},
                 "podAnnotations": {
                     "sim.rewind.dev/job-duration": duration,
                     "sim.rewind.dev/termination-message": SAID
@@ -906,8 +920,63 @@ fn assert_down_job(job: &Job, v: &Value, m2: &MigrationImage, deadline_seconds: 
             ("REWIND_FROM_SCHEMA_VERSION", "2"),
             ("REWIND_TARGET_SCHEMA_VERSION", "1"),
             ("DB_HOST", "db"),
+            ("DB_PASSWORD", "<valueFrom>"),
         ],
     );
+    // Credentials stay references; the rest of the migration's pod settings are carried over.
+    let c = container(job);
+    let password = c
+        .env
+        .iter()
+        .flatten()
+        .find(|e| e.name == "DB_PASSWORD")
+        .and_then(|e| e.value_from.as_ref())
+        .and_then(|f| f.secret_key_ref.as_ref())
+        .map(|r| (r.name.as_str(), r.key.as_str()));
+    assert_eq!(
+        password,
+        Some(("db", "password")),
+        "DB_PASSWORD from Secret db"
+    );
+    let env_from: Vec<(Option<String>, Option<String>)> = c
+        .env_from
+        .iter()
+        .flatten()
+        .map(|e| {
+            (
+                e.config_map_ref.as_ref().map(|r| r.name.clone()),
+                e.prefix.clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        env_from,
+        [(Some("db-settings".to_owned()), Some("DB_".to_owned()))],
+        "envFrom of Job {}",
+        job.name_any()
+    );
+    let resources = c
+        .resources
+        .as_ref()
+        .expect("resources on the migration container");
+    let amount =
+        |m: &Option<BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>>,
+         k: &str| { m.as_ref().and_then(|m| m.get(k)).map(|q| q.0.clone()) };
+    assert_eq!(
+        (
+            amount(&resources.requests, "cpu"),
+            amount(&resources.limits, "memory")
+        ),
+        (Some("100m".to_owned()), Some("256Mi".to_owned())),
+        "resources of Job {}",
+        job.name_any()
+    );
+    let pod = job
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .unwrap();
+    assert_eq!(pod.service_account_name.as_deref(), Some("migrator"));
     let names: Vec<String> = env_list(job).into_iter().map(|(k, _)| k).collect();
     let user = names.iter().position(|k| k == "DB_HOST").unwrap();
     assert!(
@@ -1138,6 +1207,11 @@ async fn a_failed_down_job_halts_the_rollback_and_each_retry_runs_a_new_job() {
         show(&v)
     );
     assert_eq!(cond(&v, "Stalled")["status"], "True", "{}", show(&v));
+    let said = cond(&v, "Stalled")["message"].as_str().unwrap_or_default();
+    assert!(
+        said.contains(&name1) && said.contains("rewind.dev/retry"),
+        "Stalled names the Job and what a person does next: {said}"
+    );
     assert_step(&v, &m2, &name1, "Failed", 1);
     let note = warning_naming(&f, "MigrationFailed", &name1, secs(15)).await;
     assert!(
@@ -1300,6 +1374,65 @@ async fn a_timed_out_down_job_halts_the_rollback_and_a_retry_with_a_longer_timeo
     done("down_job_times_out_then_retry_succeeds", started);
 }
 
+#[tokio::test]
+async fn a_down_job_deleted_mid_run_halts_the_rollback_and_is_not_created_again() {
+    let started = Instant::now();
+    let f = fixture("mig_down_deleted", json!({})).await;
+    // A Job that would run a minute: a person deletes it first.
+    let _m2 = crossing_rollback(&f, "down-deleted", "down-deleted-m", "60s").await;
+    let job = jobs_until(&f, DOWN, "the down Job created", secs(90), |js| {
+        !js.is_empty()
+    })
+    .await
+    .remove(0);
+    let name = job.name_any();
+    // Its pod runs (so the operator has seen the Job for a while), then it is deleted.
+    job_until(&f, &name, "the down Job's pod running", secs(60), |j| {
+        j.status.as_ref().and_then(|s| s.active) == Some(1)
+    })
+    .await;
+    tokio::time::sleep(secs(2)).await;
+    let (d_at, t_at) = template_now(&f).await;
+    assert_eq!(revision_of(&d_at).as_deref(), Some("2"));
+    jobs_api(&f)
+        .delete(&name, &kube::api::DeleteParams::background())
+        .await
+        .expect("deleting the down Job");
+
+    let v = until(&f, "rollback halted (Failed)", secs(60), |v| {
+        rollback_phase(v) == "Failed"
+    })
+    .await;
+    assert!(
+        cond_is(&v, "Ready", "False", "MigrationJobDeleted"),
+        "{}",
+        show(&v)
+    );
+    assert_eq!(cond(&v, "Stalled")["status"], "True", "{}", show(&v));
+    assert_eq!(steps(&v)[0]["phase"], "Failed", "{}", show(&v));
+    warning_naming(&f, "MigrationJobDeleted", &name, secs(15)).await;
+    assert_eq!(migration_jobs_metric(&f, "down", "Deleted"), 1.0);
+    // Not created again, and the Deployment left as it was.
+    expect_never(
+        &f.deployments,
+        "shop",
+        "the Deployment changed after the down Job was deleted",
+        secs(6),
+        |d| {
+            d.metadata.generation != d_at.metadata.generation
+                || d.spec.as_ref().map(|s| &s.template) != Some(&t_at)
+        },
+    )
+    .await;
+    let left = jobs(&f, "").await;
+    assert!(
+        left.is_empty(),
+        "the deleted Job was created again (or another one): {:?}",
+        left.iter().map(|j| j.name_any()).collect::<Vec<_>>()
+    );
+    done("down_job_deleted", started);
+}
+
 // ------------------------------------------------------------- 4. killed after the Job
 
 #[tokio::test]
@@ -1324,6 +1457,7 @@ async fn an_operator_killed_right_after_creating_the_down_job_follows_that_job_a
     .remove(0);
     let name = job.name_any();
     // The operator pauses right after the create: kill it there.
+    f.op.wait_log("test fault: pausing", secs(10)).await;
     f.op.kill();
     eprintln!(
         "killed the operator; its test-fault lines: {:?}",
