@@ -717,3 +717,12 @@ impl Fixture {
         }
     }
 }
+
+impl Operator {
+    /// Start one with extra arguments that pauses `pause` (a Go duration) right after it
+    /// creates a migration Job, before anything else (a test SIGKILLs it then): the test fault
+    /// `REWIND_TEST_PAUSE_AFTER_JOB`.
+    pub async fn start_pausing_after_job(namespace: &str, args: &[&str], pause: &str) -> Operator {
+        Self::start_with_fault_args(namespace, args, "REWIND_TEST_PAUSE_AFTER_JOB", pause).await
+    }
+}
