@@ -9,7 +9,7 @@ use std::{
 
 use futures::future;
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::LocalObjectReference;
+use k8s_openapi::api::core::v1::{LocalObjectReference, ObjectReference};
 use kube::{
     Api, Resource, ResourceExt,
     api::{Patch, PatchParams},
@@ -403,7 +403,15 @@ async fn execute(
             reason: note.reason.into(),
             note: Some(truncate(&note.message, 1000)),
             action: note.reason.into(),
-            secondary: None,
+            // The Job it is about: Events about two Jobs are two Events (the recorder folds
+            // Events with the same reason and objects into one series, keeping the first note).
+            secondary: note.job.as_ref().map(|job| ObjectReference {
+                api_version: Some("batch/v1".into()),
+                kind: Some("Job".into()),
+                name: Some(job.clone()),
+                namespace: Some(ns.to_owned()),
+                ..Default::default()
+            }),
         };
         match ctx.recorder.publish(&event, &reference).await {
             Err(e) if crate::leader::refused(&e) => return Err(Error::Event(e)),

@@ -431,7 +431,7 @@ impl Planner<'_> {
             "running the up migration of {} (revision {}, schema {}) as Job {name} before the rollout; the Deployment is not changed until it completes",
             entry.version, entry.revision, m.schema_version
         );
-        self.note(Normal, reasons::MIGRATING_UP, msg.clone());
+        self.note_job(Normal, reasons::MIGRATING_UP, msg.clone(), &name);
         self.set_phase(Phase::Progressing, reasons::MIGRATING_UP, msg);
         if let Some(pm) = self.status.history[idx].migration.as_mut() {
             pm.up_job = Some(job);
@@ -496,13 +496,14 @@ impl Planner<'_> {
                 job.phase = MigrationPhase::Succeeded;
                 job.completed_at = Some(Time(at));
                 self.migrations_ended.push(("up", "Succeeded"));
-                self.note(
+                self.note_job(
                     Normal,
                     reasons::MIGRATION_SUCCEEDED,
                     format!(
                         "the up migration Job {} of {} (revision {}) completed",
                         job.name, entry.version, entry.revision
                     ),
+                    &job.name,
                 );
                 self.set_up_job(idx, job);
                 if wanted {
@@ -523,6 +524,7 @@ impl Planner<'_> {
                 job.completed_at = Some(Time(self.now));
                 job.message = bounded(&message, MESSAGE_MAX);
                 self.migrations_ended.push(("up", result));
+                let name = job.name.clone();
                 self.set_up_job(idx, job);
                 let text = format!(
                     "the up migration of {} (revision {}) did not complete: {message}. The Deployment was not changed and still runs {running_now}. Fix the cause, then set the {} annotation (or change spec.version) to try again",
@@ -546,8 +548,9 @@ impl Planner<'_> {
                         since: Time(self.now),
                     });
                     self.stall(reason, text);
+                    self.about_job(reason, &name);
                 } else {
-                    self.note(Warning, reason, text);
+                    self.note_job(Warning, reason, text, &name);
                     self.recheck_at(Some(self.now));
                 }
             }
@@ -705,7 +708,7 @@ impl Planner<'_> {
                     } else {
                         String::new()
                     };
-                    self.note(
+                    self.note_job(
                         Normal,
                         reasons::MIGRATING_DOWN,
                         format!(
@@ -715,6 +718,7 @@ impl Planner<'_> {
                             step.to_schema_version,
                             step.to_version
                         ),
+                        &name,
                     );
                     let s = &mut rb.migrations[i];
                     s.job = Some(job);
@@ -753,7 +757,7 @@ impl Planner<'_> {
                             job.completed_at = Some(Time(at));
                             self.migrations_ended.push(("down", "Succeeded"));
                             let step = &rb.migrations[i];
-                            self.note(
+                            self.note_job(
                                 Normal,
                                 reasons::MIGRATION_SUCCEEDED,
                                 format!(
@@ -763,6 +767,7 @@ impl Planner<'_> {
                                     step.from_schema_version,
                                     step.to_schema_version
                                 ),
+                                &job.name,
                             );
                             let s = &mut rb.migrations[i];
                             s.job = Some(job);
@@ -813,6 +818,16 @@ impl Planner<'_> {
             retry = labels::RETRY
         );
         self.fail_rollback(rb.clone(), reason, message);
+        if let Some(job) = rb.job_name.as_deref() {
+            self.about_job(reason, job);
+        }
+    }
+
+    /// The Event just noted with `reason` (by `stall`) is about Job `job`.
+    fn about_job(&mut self, reason: &'static str, job: &str) {
+        if let Some(n) = self.events.last_mut().filter(|n| n.reason == reason) {
+            n.job = Some(job.to_owned());
+        }
     }
 
     /// `rewind.dev/retry` with a new value while the last rollback is halted at a failed

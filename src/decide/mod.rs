@@ -142,6 +142,9 @@ pub struct Note {
     pub reason: &'static str,
     /// For a person.
     pub message: String,
+    /// The migration Job the Event is about (its `related` object), if any: Events about
+    /// different Jobs are different Events, not one series under the first Job's words.
+    pub job: Option<String>,
 }
 
 impl Note {

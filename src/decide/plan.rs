@@ -100,7 +100,22 @@ impl<'a> Planner<'a> {
             kind,
             reason,
             message: bounded(&message.into(), MESSAGE_MAX),
+            job: None,
         });
+    }
+
+    /// An Event about migration Job `job`.
+    pub(super) fn note_job(
+        &mut self,
+        kind: EventKind,
+        reason: &'static str,
+        message: impl Into<String>,
+        job: &str,
+    ) {
+        self.note(kind, reason, message);
+        if let Some(n) = self.events.last_mut() {
+            n.job = Some(job.to_owned());
+        }
     }
 
     /// Set a condition at this plan's generation and time.
