@@ -34,6 +34,20 @@ pub struct MigrationLabels {
     pub result: &'static str,
 }
 
+/// Labels of the per-Release info series: where each Release stands, for alerts such as
+/// "a Release is RolledBack".
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReleaseInfoLabels {
+    /// The Release's namespace.
+    pub namespace: String,
+    /// The Release's name.
+    pub release: String,
+    /// Its phase (Progressing, Healthy, Degraded, RollingBack, RolledBack, Failed, Paused).
+    pub phase: String,
+    /// The version running now.
+    pub version: String,
+}
+
 /// Labels of an object a watch skipped.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabels {
@@ -71,6 +85,8 @@ pub struct Metrics {
     pub leader: Gauge,
     /// Migration Jobs that ended, by kind and result.
     pub migration_jobs: Family<MigrationLabels, Counter>,
+    /// 1 per Release, labelled with its phase and running version.
+    pub release_info: Family<ReleaseInfoLabels, Gauge>,
 }
 
 /// Labels of the build-info series.
@@ -135,6 +151,12 @@ impl Default for Metrics {
             "Migration Jobs that ended, by kind (up, down) and result (Succeeded, Failed, TimedOut, Deleted)",
             migration_jobs.clone(),
         );
+        let release_info = Family::<ReleaseInfoLabels, Gauge>::default();
+        registry.register(
+            "release_info",
+            "Always 1, one series per Release: its phase and the version running now (alert on phase=\"RolledBack\" or \"Failed\")",
+            release_info.clone(),
+        );
         let build = Family::<BuildLabels, Gauge>::default();
         build
             .get_or_create(&BuildLabels {
@@ -143,6 +165,7 @@ impl Default for Metrics {
             .set(1);
         registry.register("build_info", "Rewind's version; always 1", build);
         Metrics {
+            release_info,
             migration_jobs,
             leader,
             objects_skipped,

@@ -3,6 +3,18 @@
 //! dashboards, alerts and GitOps health checks match on them — and each one is listed in
 //! `docs/reference.md` (a unit test fails when the page misses one).
 
+/// Reasons whose Events are also published on the target Deployment, where on-call looks
+/// first (`kubectl describe deployment`): the story of a rollback.
+pub const ON_TARGET: &[&str] = &[
+    ROLLBACK_STARTED,
+    ROLLBACK_SUCCEEDED,
+    ROLLBACK_FAILED,
+    MIGRATION_FAILED,
+    MIGRATION_TIMED_OUT,
+    MIGRATION_JOB_DELETED,
+    IRREVERSIBLE_MIGRATION,
+];
+
 /// Declare the reasons and [`ALL`] together, so the list cannot miss one.
 macro_rules! reasons {
     ($($(#[doc = $doc:literal])+ $name:ident = $value:literal;)+) => {

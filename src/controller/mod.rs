@@ -175,7 +175,7 @@ pub async fn run(client: Client, options: Options, metrics: Metrics, ready: Arc<
         ],
         ready,
     );
-    let memory = Arc::new(Memory::default());
+    let memory = Arc::new(Memory::new(metrics.release_info.clone()));
     let skipped = |metrics: &Metrics| {
         let family = metrics.objects_skipped.clone();
         move |kind: &'static str| {

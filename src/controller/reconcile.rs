@@ -19,7 +19,7 @@ use kube::{
         reflector::ObjectRef,
     },
 };
-use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::{family::Family, gauge::Gauge, histogram::Histogram};
 use serde_json::json;
 use tracing::{Instrument, field, info, info_span, warn};
 
@@ -32,7 +32,7 @@ use crate::{
     api::{Release, ReleaseStatus},
     decide::{self, EventKind, Input, Plan},
     labels,
-    metrics::{MigrationLabels, RollbackLabels, VerdictLabels},
+    metrics::{MigrationLabels, ReleaseInfoLabels, RollbackLabels, VerdictLabels},
     reasons,
     registry::ResolveError,
 };
@@ -54,6 +54,11 @@ pub(crate) struct Memory {
     /// The id of the rollback in flight this process has acted on, per Release: one it finds
     /// in status without having acted on it was started by an earlier run or another replica.
     rollbacks: Mutex<HashMap<ObjectRef<Release>, String>>,
+    /// The `rewind_release_info` series shown per Release, removed when it changes or the
+    /// Release is gone.
+    info: Mutex<HashMap<ObjectRef<Release>, ReleaseInfoLabels>>,
+    /// The family those series belong to.
+    info_family: Family<ReleaseInfoLabels, Gauge>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -95,11 +100,34 @@ impl Memory {
         lock(&self.reported).remove(key);
     }
 
+    /// Memory whose `rewind_release_info` series are in `family`.
+    pub(crate) fn new(family: Family<ReleaseInfoLabels, Gauge>) -> Memory {
+        Memory {
+            info_family: family,
+            ..Memory::default()
+        }
+    }
+
     /// The Release is gone: forget everything about it.
     pub(crate) fn forget(&self, key: &ObjectRef<Release>) {
         self.succeeded(key);
         lock(&self.written).remove(key);
         lock(&self.rollbacks).remove(key);
+        if let Some(old) = lock(&self.info).remove(key) {
+            self.info_family.remove(&old);
+        }
+    }
+
+    /// Show where `key` stands in `rewind_release_info` (one series per Release).
+    fn show(&self, key: ObjectRef<Release>, labels: ReleaseInfoLabels) {
+        let mut info = lock(&self.info);
+        if info.get(&key) == Some(&labels) {
+            return;
+        }
+        if let Some(old) = info.insert(key, labels.clone()) {
+            self.info_family.remove(&old);
+        }
+        self.info_family.get_or_create(&labels).set(1);
     }
 
     /// This process acts on rollback `id` of `key`: true the first time (it is resuming one it
@@ -119,6 +147,13 @@ impl Memory {
         lock(&self.reported).retain(|k, _| exists(k));
         lock(&self.written).retain(|k, _| exists(k));
         lock(&self.rollbacks).retain(|k, _| exists(k));
+        lock(&self.info).retain(|k, labels| {
+            let keep = exists(k);
+            if !keep {
+                self.info_family.remove(labels);
+            }
+            keep
+        });
     }
 
     /// How many Releases something is remembered about (for tests of the clean-up).
@@ -128,6 +163,7 @@ impl Memory {
             + lock(&self.reported).len()
             + lock(&self.written).len()
             + lock(&self.rollbacks).len()
+            + lock(&self.info).len()
     }
 }
 
@@ -151,6 +187,16 @@ pub(super) async fn reconcile(release: Arc<Release>, ctx: Arc<Context>) -> Resul
     if let Some(wait) = ctx.memory.behind_own_write(&release) {
         // Deciding from a status older than the one we wrote could undo our own step.
         return Ok(Action::requeue(wait));
+    }
+    if release.status.is_none() {
+        // First sight: say so at once (Reconciling), before registry lookups that may take a
+        // while, so no reader takes an unjudged Release for a healthy one. Then plan as usual.
+        let status = decide::initial_status(&release, Timestamp::now());
+        let written = write_status(&release, &ns, &status, &ctx).await?;
+        if let Some(rv) = written {
+            ctx.memory.wrote(ObjectRef::from_obj(&*release), rv);
+        }
+        return Ok(Action::requeue(Duration::ZERO));
     }
     let span = info_span!("reconcile", release = %name, namespace = %ns, revision = field::Empty);
     async move {
@@ -294,7 +340,21 @@ async fn observe_plan_act(release: &Release, ns: &str, ctx: &Context) -> Result<
                 .clone()
         })
         .unwrap_or_default();
-    execute(release, ns, &plan, &pull_secrets, ctx).await?;
+    let target = seen.deployment.as_ref().map(|d| d.object_ref(&()));
+    execute(release, ns, &plan, &pull_secrets, target.as_ref(), ctx).await?;
+    ctx.memory.show(
+        ObjectRef::from_obj(release),
+        ReleaseInfoLabels {
+            namespace: ns.to_owned(),
+            release: release.name_any(),
+            phase: plan
+                .status
+                .phase
+                .map(|p| format!("{p:?}"))
+                .unwrap_or_default(),
+            version: plan.status.version.clone().unwrap_or_default(),
+        },
+    );
     Ok(match plan.recheck {
         Some(at) => {
             let wait = at.duration_since(Timestamp::now());
@@ -314,27 +374,12 @@ async fn execute(
     ns: &str,
     plan: &Plan,
     pull_secrets: &[LocalObjectReference],
+    target: Option<&ObjectReference>,
     ctx: &Context,
 ) -> Result<(), Error> {
     let name = release.name_any();
     if status_changed(release.status.as_ref(), &plan.status) {
-        let patch = json!({
-            "apiVersion": "rewind.dev/v1alpha1",
-            "kind": "Release",
-            // The resourceVersion makes this write conditional: a plan made from a stale cache
-            // is refused (409) and retried on fresh data instead of overwriting newer state.
-            "metadata": {"name": name, "namespace": ns, "resourceVersion": release.resource_version()},
-            "status": plan.status,
-        });
-        let written = Api::<Release>::namespaced(ctx.client.clone(), ns)
-            .patch_status(
-                &name,
-                &PatchParams::apply(labels::MANAGER).force(),
-                &Patch::Apply(patch),
-            )
-            .await
-            .map_err(|e| Error::Status(name.clone(), e))?;
-        if let Some(rv) = written.resource_version().and_then(|v| v.parse().ok()) {
+        if let Some(rv) = write_status(release, ns, &plan.status, ctx).await? {
             ctx.memory.wrote(ObjectRef::from_obj(release), rv);
         }
         #[cfg(feature = "test-faults")]
@@ -417,6 +462,15 @@ async fn execute(
             Err(e) if crate::leader::refused(&e) => return Err(Error::Event(e)),
             Err(e) => warn!(error = %e, reason = note.reason, "could not publish Event"),
             Ok(()) => {}
+        }
+        // Where on-call looks first: the rollback's story on the Deployment too.
+        if let Some(target) = target.filter(|_| reasons::ON_TARGET.contains(&note.reason))
+            && let Err(e) = ctx.recorder.publish(&event, target).await
+        {
+            if crate::leader::refused(&e) {
+                return Err(Error::Event(e));
+            }
+            warn!(error = %e, reason = note.reason, "could not publish Event on the Deployment");
         }
     }
     if let Some(rb) = &plan.finished {
@@ -504,6 +558,33 @@ async fn execute(
     Ok(())
 }
 
+/// Write `status` (server-side apply, field manager rewind), conditional on the
+/// resourceVersion the plan was made from: a plan made from a stale cache is refused (409) and
+/// retried on fresh data instead of overwriting newer state. Returns the new resourceVersion.
+async fn write_status(
+    release: &Release,
+    ns: &str,
+    status: &ReleaseStatus,
+    ctx: &Context,
+) -> Result<Option<u64>, Error> {
+    let name = release.name_any();
+    let patch = json!({
+        "apiVersion": "rewind.dev/v1alpha1",
+        "kind": "Release",
+        "metadata": {"name": name, "namespace": ns, "resourceVersion": release.resource_version()},
+        "status": status,
+    });
+    let written = Api::<Release>::namespaced(ctx.client.clone(), ns)
+        .patch_status(
+            &name,
+            &PatchParams::apply(labels::MANAGER).force(),
+            &Patch::Apply(patch),
+        )
+        .await
+        .map_err(|e| Error::Status(name.clone(), e))?;
+    Ok(written.resource_version().and_then(|v| v.parse().ok()))
+}
+
 /// Compare as the API server will store it (timestamps at second precision), so a plan that
 /// changes nothing writes nothing.
 fn status_changed(current: Option<&ReleaseStatus>, planned: &ReleaseStatus) -> bool {
@@ -587,6 +668,32 @@ mod tests {
             None,
             "forgotten once caught up"
         );
+    }
+
+    #[test]
+    fn one_info_series_per_release_and_none_once_it_is_gone() {
+        let metrics = Metrics::default();
+        let m = Memory::new(metrics.release_info.clone());
+        let key = ObjectRef::from_obj(&release("1"));
+        let info = |phase: &str, version: &str| ReleaseInfoLabels {
+            namespace: "ns".into(),
+            release: "a".into(),
+            phase: phase.into(),
+            version: version.into(),
+        };
+        m.show(key.clone(), info("Progressing", "2.0.0"));
+        m.show(key.clone(), info("RolledBack", "1.0.0"));
+        let text = metrics.render();
+        assert!(
+            text.contains(r#"rewind_release_info{namespace="ns",release="a",phase="RolledBack",version="1.0.0"} 1"#),
+            "{text}"
+        );
+        assert!(
+            !text.contains("Progressing"),
+            "the old series is gone: {text}"
+        );
+        m.forget(&key);
+        assert!(!metrics.render().contains("release=\"a\""));
     }
 
     #[test]

@@ -167,6 +167,42 @@ pub fn adopting(release: &Release, deployment_uid: Option<&str>) -> bool {
                 .is_some_and(|(recorded, now)| !now.is_empty() && recorded != now))
 }
 
+/// The status written as soon as Rewind first sees a Release, before anything that may take
+/// a while (registry lookups): Reconciling, so a GitOps tool reading it (kstatus, Argo CD)
+/// never takes a Release Rewind has not judged yet for a healthy one.
+pub fn initial_status(release: &Release, now: Timestamp) -> ReleaseStatus {
+    let generation = release.metadata.generation.unwrap_or(0);
+    let mut status = ReleaseStatus {
+        observed_generation: Some(generation),
+        phase: Some(crate::api::Phase::Progressing),
+        ..Default::default()
+    };
+    let message = format!(
+        "Rewind has seen {} and is working on it",
+        release.spec.version
+    );
+    for (type_, value) in [
+        (conditions::READY, "False"),
+        (conditions::RECONCILING, "True"),
+        (conditions::STALLED, "False"),
+    ] {
+        conditions::set_status(
+            &mut status.conditions,
+            type_,
+            value,
+            crate::reasons::PROGRESSING,
+            if value == "False" && type_ == conditions::STALLED {
+                String::new()
+            } else {
+                message.clone()
+            },
+            generation,
+            now,
+        );
+    }
+    status
+}
+
 /// Decide the next step for one Release.
 pub fn plan(input: &Input) -> Plan {
     let mut p = plan::Planner::new(input);

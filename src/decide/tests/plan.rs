@@ -211,3 +211,19 @@ fn a_second_release_for_the_same_deployment_stalls_and_touches_nothing() {
     assert_eq!(reasons(&p), [reasons::TARGET_CLAIMED]);
     assert_settled(&mut w, 10);
 }
+
+#[test]
+fn a_release_first_seen_reads_as_reconciling_not_current() {
+    let r = release("1.0.0").generation(3).build();
+    let s = super::super::initial_status(&r, t(0));
+    assert_eq!(s.observed_generation, Some(3));
+    assert_eq!(s.phase, Some(Phase::Progressing));
+    assert_eq!(cond(&s, "Reconciling"), is("True", reasons::PROGRESSING));
+    assert_eq!(cond(&s, "Ready"), is("False", reasons::PROGRESSING));
+    assert_eq!(cond(&s, "Stalled"), is("False", reasons::PROGRESSING));
+    // The first plan made from it carries on as from nothing.
+    let mut w = World::new(r, deployment().build());
+    w.release.status = Some(s);
+    let p = w.at(1).step();
+    assert_eq!(p.apply.map(|t| t.revision), Some(1));
+}
