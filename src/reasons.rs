@@ -13,6 +13,8 @@ pub const ON_TARGET: &[&str] = &[
     MIGRATION_TIMED_OUT,
     MIGRATION_JOB_DELETED,
     IRREVERSIBLE_MIGRATION,
+    IMAGE_OVERRIDDEN,
+    IMAGE_FIELD_CONTESTED,
 ];
 
 /// Declare the reasons and [`ALL`] together, so the list cannot miss one.
@@ -56,6 +58,11 @@ reasons! {
     NO_ROLLBACK_TARGET = "NoRollbackTarget";
     /// A rollback is in flight.
     ROLLING_BACK = "RollingBack";
+    /// Another field manager keeps changing an image Rewind owns: Rewind stopped writing to
+    /// the Deployment until the Release changes or `rewind.dev/retry`.
+    IMAGE_FIELD_CONTESTED = "ImageFieldContested";
+    /// Another field manager changed an image Rewind owns; Rewind put its image back (Event).
+    IMAGE_OVERRIDDEN = "ImageOverridden";
     /// The desired version was rolled back and is blocked.
     ROLLED_BACK = "RolledBack";
     /// A rollback could not restore or verify its target.

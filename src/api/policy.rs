@@ -88,6 +88,11 @@ pub struct RollbackPolicySpec {
     /// How migrations are run on rollback.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub migrations: Option<MigrationPolicy>,
+    /// When another field manager (a GitOps tool, a person's kubectl) keeps changing an image
+    /// Rewind owns: how many overrides within the window Rewind undoes before it stops writing
+    /// to the Deployment (default: 2 within 10m — the first is put back, the second stops it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contested: Option<ContestedPolicy>,
     /// What to do when an image's tag cannot be resolved to a digest from its registry.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub digest_resolution: Option<DigestResolution>,
@@ -205,6 +210,23 @@ pub struct ImagePullPolicy {
     #[x_kube(validation = Rule::new(crate::api::rules::IMAGE_PULL_FAIL_FOR.rule()).message(crate::api::rules::IMAGE_PULL_FAIL_FOR.message().as_str()))]
     #[schemars(length(max = crate::api::rules::MAX_DURATION_LEN))]
     pub fail_for: Option<Duration>,
+}
+
+/// How Rewind answers another field manager changing an image it owns.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ContestedPolicy {
+    /// Overrides by the same manager within `window` that stop Rewind (the ones before are
+    /// put back, each with a Warning Event).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = crate::api::rules::CONTESTED_LIMIT.0, max = crate::api::rules::CONTESTED_LIMIT.1))]
+    pub limit: Option<i32>,
+    /// How long overrides are counted together.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new(crate::api::rules::matches(crate::api::rules::DURATION)).message("contested.window must be a duration such as 30s, 5m or 1h30m"))]
+    #[x_kube(validation = Rule::new(crate::api::rules::CONTESTED_WINDOW.rule()).message(crate::api::rules::CONTESTED_WINDOW.message().as_str()))]
+    #[schemars(length(max = crate::api::rules::MAX_DURATION_LEN))]
+    pub window: Option<Duration>,
 }
 
 /// One metric analysis.

@@ -368,6 +368,40 @@ pub struct ReleaseStatus {
     /// Annotation values already acted on, so each distinct value acts once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub handled: Option<Handled>,
+    /// Another field manager changing an image Rewind owns: who, what, how often; when
+    /// `stopped`, Rewind writes nothing to the Deployment until the Release changes or
+    /// `rewind.dev/retry` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contested: Option<Contest>,
+}
+
+/// Overrides of an image Rewind owns by another field manager.
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Contest {
+    /// The field manager that changed it (from the Deployment's managedFields).
+    pub manager: String,
+    /// The container.
+    pub container: String,
+    /// The image it set.
+    pub image: String,
+    /// Overrides by this manager counted in the current window.
+    pub count: u32,
+    /// When the first of them was seen.
+    pub first_at: Time,
+    /// When the last was seen.
+    pub last_at: Time,
+    /// The Deployment's generation when the last was seen (one override is counted once).
+    pub deployment_generation: i64,
+    /// Rewind stopped writing to the Deployment.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stopped: bool,
+    /// The Release's generation when Rewind stopped (a new spec lets it write again).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release_generation: Option<i64>,
+    /// The `rewind.dev/retry` value when Rewind stopped (a new value lets it write again).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<String>,
 }
 
 /// Where a Release stands.

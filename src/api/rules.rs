@@ -89,8 +89,19 @@ pub const MIGRATION_TIMEOUT: DurationBounds = DurationBounds {
     why: "a Job's pod does not even start sooner, and a migration still running after a day needs a person",
 };
 
+/// `contested.window`: how long overrides of the image by the same field manager are counted.
+pub const CONTESTED_WINDOW: DurationBounds = DurationBounds {
+    field: "contested.window",
+    min: "1m",
+    max: "24h",
+    why: "a GitOps tool self-heals within minutes, and an override a day later is a new one",
+};
+/// Overrides of the image by the same manager within the window before Rewind stops
+/// (`contested.limit`).
+pub const CONTESTED_LIMIT: (i32, i32) = (1, 10);
+
 /// Every duration field's bounds, for tests and documentation.
-pub const DURATION_BOUNDS: [DurationBounds; 7] = [
+pub const DURATION_BOUNDS: [DurationBounds; 8] = [
     READINESS_TIMEOUT,
     UNREADY_FOR,
     IMAGE_PULL_FAIL_FOR,
@@ -98,6 +109,7 @@ pub const DURATION_BOUNDS: [DurationBounds; 7] = [
     COOLDOWN,
     METRIC_INTERVAL,
     MIGRATION_TIMEOUT,
+    CONTESTED_WINDOW,
 ];
 
 impl DurationBounds {

@@ -6,6 +6,7 @@ use k8s_openapi::api::{
     batch::v1::Job,
     core::v1::Pod,
 };
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntry};
 use kube::ResourceExt;
 
 use crate::labels;
@@ -19,7 +20,32 @@ fn keep_annotations(map: &mut Option<std::collections::BTreeMap<String, String>>
 /// Deployments: metadata we read, the template's containers (name and image), pull secrets and
 /// service account (for registry lookups), the selector and the status.
 pub fn deployment(d: &mut Deployment) {
-    d.managed_fields_mut().clear();
+    // Of managedFields, only who owns each container's image (to name a manager that
+    // overrides one), rebuilt small: one entry per manager, its images only.
+    let owners = crate::decide::views::image_managers(&d.metadata);
+    let mut by_manager: std::collections::BTreeMap<
+        String,
+        serde_json::Map<String, serde_json::Value>,
+    > = Default::default();
+    for (container, managers) in owners {
+        for m in managers {
+            by_manager.entry(m).or_default().insert(
+                format!("k:{}", serde_json::json!({"name": container})),
+                serde_json::json!({"f:image": {}}),
+            );
+        }
+    }
+    d.metadata.managed_fields = Some(
+        by_manager
+            .into_iter()
+            .map(|(manager, containers)| ManagedFieldsEntry {
+                manager: Some(manager),
+                fields_type: Some("FieldsV1".into()),
+                fields_v1: Some(FieldsV1(serde_json::json!({"f:spec": {"f:template": {"f:spec": {"f:containers": containers}}}}))),
+                ..Default::default()
+            })
+            .collect(),
+    );
     keep_annotations(
         &mut d.metadata.annotations,
         &[labels::ROLLBACK_TO, labels::REQUESTED_BY],

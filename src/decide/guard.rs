@@ -63,6 +63,9 @@ impl Planner<'_> {
             );
         }
         let live = self.status.history[idx].clone();
+        if self.contest(&live, workload) {
+            return;
+        }
         match live.outcome {
             Outcome::Pending => {
                 if workload.template_revision != Some(revision) {

@@ -13,6 +13,7 @@
 //! - `migrate.rs`: migration Jobs: the up gate before a rollout, the down steps of a rollback
 //!   (which revisions' migrations it undoes, irreversible ones), following each Job;
 //! - `requests.rs`: what people ask by annotation (manual rollback, retry);
+//! - `contest.rs`: another field manager changing an image Rewind owns (put back, or stop);
 //! - `history.rs`: the history cap, choosing a rollback target, digests already known;
 //! - `views.rs`: the Deployment and Pods as the planner sees them; `policy.rs`: a policy with
 //!   its defaults and bounds, and which policy a Release has; `conditions.rs`: condition types
@@ -20,6 +21,7 @@
 
 pub mod clock;
 pub mod conditions;
+mod contest;
 mod deploy;
 mod guard;
 pub mod health;

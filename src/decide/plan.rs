@@ -249,6 +249,10 @@ impl<'a> Planner<'a> {
             return;
         };
         self.bind_target(workload);
+        if self.contest_holds() {
+            // Another manager keeps changing the image: Rewind writes nothing to it.
+            return;
+        }
         if self.retry_halted() || self.in_flight().is_some() {
             self.continue_rollback(workload);
             return;

@@ -56,6 +56,11 @@ pub struct Policy {
     /// Roll back across an irreversible migration without asking (policy `irreversible:
     /// Allow`).
     pub allow_irreversible: bool,
+    /// Overrides of an image by the same other manager within `contested_window` that stop
+    /// Rewind writing to the Deployment.
+    pub contested_limit: u32,
+    /// How long overrides are counted together.
+    pub contested_window: Duration,
 }
 
 /// Finished rollbacks kept in `status.rollbacks`.
@@ -131,6 +136,8 @@ impl Default for Policy {
             migration_order: MigrationOrder::BeforeRollback,
             migration_timeout: Duration::from_secs(15 * 60),
             allow_irreversible: false,
+            contested_limit: 2,
+            contested_window: Duration::from_secs(10 * 60),
         }
     }
 }
@@ -297,6 +304,18 @@ impl TryFrom<&RollbackPolicySpec> for Policy {
             migration_order: migrations.order.unwrap_or_default(),
             migration_timeout,
             allow_irreversible: migrations.irreversible == Some(IrreversibleAction::Allow),
+            contested_limit: u32::try_from(in_range(
+                "contested.limit",
+                spec.contested.as_ref().and_then(|c| c.limit),
+                rules::CONTESTED_LIMIT,
+                2,
+            )?)
+            .unwrap_or(2),
+            contested_window: duration(
+                &rules::CONTESTED_WINDOW,
+                spec.contested.as_ref().and_then(|c| c.window.as_ref()),
+                d.contested_window,
+            )?,
         })
     }
 }

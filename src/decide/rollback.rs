@@ -510,6 +510,10 @@ impl Planner<'_> {
             return;
         }
         if let Some(live) = self.live_index().map(|i| self.status.history[i].clone()) {
+            if self.contest(&live, workload) {
+                // A GitOps tool rolling the blocked version out again, say: put back, or stop.
+                return;
+            }
             let template = template_for(&live, workload, true);
             if !workload_runs(workload, &template) {
                 self.apply = Some(template);

@@ -39,6 +39,8 @@ pub struct Workload {
     pub rollback_to: Option<String>,
     /// `rewind.dev/requested-by` on the Deployment.
     pub requested_by: Option<String>,
+    /// Container name → the field managers that own its `image` (from managedFields).
+    pub image_managers: BTreeMap<String, Vec<String>>,
 }
 
 /// A container in the pod template.
@@ -115,8 +117,53 @@ impl From<&Deployment> for Workload {
                 .as_ref()
                 .and_then(|a| a.get(labels::REQUESTED_BY))
                 .cloned(),
+            image_managers: image_managers(&d.metadata),
         }
     }
+}
+
+/// Container name → the field managers that own its `image` in the pod template, read from
+/// managedFields (`f:spec.f:template.f:spec.f:containers.k:{"name":…}.f:image`).
+pub fn image_managers(
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+) -> BTreeMap<String, Vec<String>> {
+    let mut owners: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for entry in meta.managed_fields.iter().flatten() {
+        if entry.subresource.as_deref().is_some_and(|s| !s.is_empty()) {
+            continue;
+        }
+        let (Some(manager), Some(fields)) = (&entry.manager, &entry.fields_v1) else {
+            continue;
+        };
+        let Some(pod) = fields
+            .0
+            .get("f:spec")
+            .and_then(|s| s.get("f:template"))
+            .and_then(|t| t.get("f:spec"))
+        else {
+            continue;
+        };
+        for list in ["f:containers", "f:initContainers"] {
+            let Some(items) = pod.get(list).and_then(|l| l.as_object()) else {
+                continue;
+            };
+            for (key, owned) in items {
+                let name = key
+                    .strip_prefix("k:")
+                    .and_then(|k| serde_json::from_str::<serde_json::Value>(k).ok())
+                    .and_then(|k| k.get("name")?.as_str().map(String::from));
+                if let Some(name) = name
+                    && owned.get("f:image").is_some()
+                {
+                    let managers = owners.entry(name).or_default();
+                    if !managers.contains(manager) {
+                        managers.push(manager.clone());
+                    }
+                }
+            }
+        }
+    }
+    owners
 }
 
 /// The parts of a Pod that decisions need.

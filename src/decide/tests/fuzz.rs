@@ -294,6 +294,8 @@ enum Event {
     JobsEnd(u8),
     /// `rewind.dev/allow-irreversible` names these versions.
     AllowIrreversible(String),
+    /// Another field manager sets the api image to `VERSIONS[i]`'s tag.
+    Override(usize),
 }
 
 const VERSIONS: [&str; 4] = ["1.0.0", "2.0.0", "3.0.0", "4.0.0"];
@@ -341,6 +343,7 @@ fn event() -> impl Strategy<Value = Event> {
             (0..VERSIONS.len()).prop_map(|i| VERSIONS[i].to_owned()),
             "\\PC{0,300}",
         ].prop_map(Event::AllowIrreversible),
+        2 => (0..VERSIONS.len()).prop_map(Event::Override),
     ]
 }
 
@@ -405,7 +408,16 @@ fn check_invariants(before: &ReleaseStatus, p: &Plan) -> Result<(), TestCaseErro
     let after = &p.status;
     if let Some(t) = &p.apply {
         if let Some(b) = &after.blocked {
-            prop_assert_ne!(&t.version, &b.version, "applied the blocked version");
+            // Putting back what runs is fine even when its version string is the blocked
+            // one (a healthy earlier revision of the same version); deploying it is not.
+            let live = after
+                .revision
+                .and_then(|n| after.history.iter().find(|r| r.revision == n));
+            let restores_live =
+                live.is_some_and(|l| l.revision == t.revision && l.outcome != Outcome::Failed);
+            if !restores_live {
+                prop_assert_ne!(&t.version, &b.version, "applied the blocked version");
+            }
         }
         prop_assert!(
             after.history.iter().any(|r| r.revision == t.revision),
@@ -479,6 +491,14 @@ fn check_invariants(before: &ReleaseStatus, p: &Plan) -> Result<(), TestCaseErro
             j.name
         );
         prop_assert!(j.name.len() <= 63, "{}", j.name);
+    }
+    if let Some(c) = before.contested.as_ref().filter(|c| c.stopped)
+        && after.contested.as_ref() == Some(c)
+    {
+        prop_assert!(
+            p.apply.is_none(),
+            "wrote to a Deployment Rewind stopped writing to"
+        );
     }
     let revisions: Vec<i64> = after.history.iter().map(|r| r.revision).collect();
     let mut sorted = revisions.clone();
@@ -647,6 +667,13 @@ proptest! {
                 }
                 Event::AllowIrreversible(v) => {
                     w.annotate(labels::ALLOW_IRREVERSIBLE, &v);
+                }
+                Event::Override(i) => {
+                    if let Some(d) = w.workload.as_mut() {
+                        d.images.insert("api".into(), ContainerSlot { image: tag(VERSIONS[i]), init: false });
+                        d.image_managers.insert("api".into(), vec!["argocd-controller".into()]);
+                        d.generation += 1;
+                    }
                 }
                 Event::PolicyBroken(broken) => {
                     w.policy_error = broken.then(|| PolicyError::Ambiguous(vec!["a".into(), "b".into()]));

@@ -29,6 +29,7 @@ use crate::{
     registry::ResolveError,
 };
 
+mod contest;
 mod deploy;
 mod fuzz;
 mod history;
@@ -192,6 +193,7 @@ fn deployment() -> WorkloadBuilder {
         progress_deadline_exceeded: false,
         rollback_to: None,
         requested_by: None,
+        image_managers: BTreeMap::new(),
     })
 }
 
