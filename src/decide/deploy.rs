@@ -382,8 +382,8 @@ fn known_migration_digest(
     version: &str,
     image: &str,
 ) -> Option<(String, Option<DigestSource>)> {
-    if let Some(d) = ImageRef::parse(image).digest.filter(|d| is_digest(d)) {
-        return Some((d.to_owned(), Some(DigestSource::Reference)));
+    if let Some(known) = super::history::reference_digest(image) {
+        return Some(known);
     }
     history
         .iter()

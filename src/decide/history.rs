@@ -107,8 +107,8 @@ pub(super) fn known_digest(
     container: &str,
     image: &str,
 ) -> Option<(String, Option<DigestSource>)> {
-    if let Some(d) = ImageRef::parse(image).digest.filter(|d| is_digest(d)) {
-        return Some((d.to_owned(), Some(DigestSource::Reference)));
+    if let Some(known) = reference_digest(image) {
+        return Some(known);
     }
     history
         .iter()
@@ -116,4 +116,12 @@ pub(super) fn known_digest(
         .flat_map(|r| r.images.iter())
         .find(|p| p.container == container && p.image == image && p.digest.is_some())
         .map(|p| (p.digest.clone().unwrap_or_default(), p.resolved_from))
+}
+
+/// The digest a reference carries itself (`repo@sha256:…`).
+pub(super) fn reference_digest(image: &str) -> Option<(String, Option<DigestSource>)> {
+    ImageRef::parse(image)
+        .digest
+        .filter(|d| is_digest(d))
+        .map(|d| (d.to_owned(), Some(DigestSource::Reference)))
 }
