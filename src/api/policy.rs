@@ -90,7 +90,7 @@ pub struct RollbackPolicySpec {
     pub migrations: Option<MigrationPolicy>,
     /// When another field manager (a GitOps tool, a person's kubectl) keeps changing an image
     /// Rewind owns: how many overrides within the window Rewind undoes before it stops writing
-    /// to the Deployment (default: 2 within 10m — the first is put back, the second stops it).
+    /// to the Deployment (default: 2 within 1h — the first is put back, the second stops it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub contested: Option<ContestedPolicy>,
     /// What to do when an image's tag cannot be resolved to a digest from its registry.
@@ -221,7 +221,8 @@ pub struct ContestedPolicy {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = crate::api::rules::CONTESTED_LIMIT.0, max = crate::api::rules::CONTESTED_LIMIT.1))]
     pub limit: Option<i32>,
-    /// How long overrides are counted together.
+    /// How long overrides are counted together (default 1h: longer than a GitOps tool's sync
+    /// interval, so its overrides add up).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new(crate::api::rules::matches(crate::api::rules::DURATION)).message("contested.window must be a duration such as 30s, 5m or 1h30m"))]
     #[x_kube(validation = Rule::new(crate::api::rules::CONTESTED_WINDOW.rule()).message(crate::api::rules::CONTESTED_WINDOW.message().as_str()))]

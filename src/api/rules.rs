@@ -94,7 +94,7 @@ pub const CONTESTED_WINDOW: DurationBounds = DurationBounds {
     field: "contested.window",
     min: "1m",
     max: "24h",
-    why: "a GitOps tool self-heals within minutes, and an override a day later is a new one",
+    why: "a GitOps tool self-heals within minutes and syncs at least hourly, and an override a day later is a new one",
 };
 /// Overrides of the image by the same manager within the window before Rewind stops
 /// (`contested.limit`).

@@ -345,6 +345,18 @@ pub async fn run(client: Client, options: Options, metrics: Metrics, ready: Arc<
         .reconcile_all_on(became_leader(&options.leader))
         .shutdown_on_signal();
 
+    // A replica that stops leading stops showing rewind_release_info: the leader's is the one
+    // that counts (and it shows every Release again when it leads: `became_leader`).
+    tokio::spawn({
+        let (memory, mut changes) = (ctx.memory.clone(), options.leader.changes());
+        async move {
+            while changes.changed().await.is_ok() {
+                if !*changes.borrow_and_update() {
+                    memory.hide_info();
+                }
+            }
+        }
+    });
     // RollbackPolicies report their own validity (Ready/Invalid) from a small controller.
     tokio::spawn(policy::run(
         client.clone(),

@@ -118,6 +118,14 @@ impl Memory {
         }
     }
 
+    /// This replica stopped leading: its view of the Releases is no longer the one that acts,
+    /// so it shows none (the leader shows them).
+    pub(crate) fn hide_info(&self) {
+        for (_, labels) in lock(&self.info).drain() {
+            self.info_family.remove(&labels);
+        }
+    }
+
     /// Show where `key` stands in `rewind_release_info` (one series per Release).
     fn show(&self, key: ObjectRef<Release>, labels: ReleaseInfoLabels) {
         let mut info = lock(&self.info);
@@ -694,6 +702,15 @@ mod tests {
         );
         m.forget(&key);
         assert!(!metrics.render().contains("release=\"a\""));
+        // A replica that stops leading shows none.
+        m.show(key.clone(), info("Healthy", "1.0.0"));
+        m.hide_info();
+        assert!(!metrics.render().contains("release=\"a\""));
+        m.show(key, info("Healthy", "1.0.0"));
+        assert!(
+            metrics.render().contains("release=\"a\""),
+            "shown again when it leads"
+        );
     }
 
     #[test]

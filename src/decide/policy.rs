@@ -137,7 +137,7 @@ impl Default for Policy {
             migration_timeout: Duration::from_secs(15 * 60),
             allow_irreversible: false,
             contested_limit: 2,
-            contested_window: Duration::from_secs(10 * 60),
+            contested_window: Duration::from_secs(60 * 60),
         }
     }
 }

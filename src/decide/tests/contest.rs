@@ -109,10 +109,13 @@ fn overrides_further_apart_than_the_window_are_counted_afresh() {
     w.override_image("argocd-controller", &tag("2.0.0"));
     w.at(100).step();
     w.rewind_owns_the_image();
-    w.at(100 + 601).step();
-    assert!(w.status().contested.is_none(), "forgotten after the window");
+    w.at(100 + 3601).step();
+    assert!(
+        w.status().contested.is_none(),
+        "forgotten after the window (1h)"
+    );
     w.override_image("argocd-controller", &tag("2.0.0"));
-    let p = w.at(100 + 700).step();
+    let p = w.at(100 + 3700).step();
     assert!(p.apply.is_some());
     assert_eq!(contest_count(&w), Some((1, false)));
 }
