@@ -387,7 +387,8 @@ async fn execute(
 ) -> Result<(), Error> {
     let name = release.name_any();
     if status_changed(release.status.as_ref(), &plan.status) {
-        if let Some(rv) = write_status(release, ns, &plan.status, ctx).await? {
+        let written = write_status(release, ns, &plan.status, ctx).await?;
+        if let Some(rv) = written {
             ctx.memory.wrote(ObjectRef::from_obj(release), rv);
         }
         #[cfg(feature = "test-faults")]
