@@ -45,7 +45,9 @@ impl Planner<'_> {
         // through: a rollback needs their down migrations. Kept over the count, not over the
         // byte budget (then a rollback across them says it cannot tell the way back).
         let mut chain: Vec<i64> = Vec::new();
-        if let (Some(l), Some(t)) = (live, target(RollbackTarget::LastHealthy)) {
+        if let (Some(l), Some(t)) = (live, target(RollbackTarget::LastHealthy))
+            && super::migrate::schemas_differ(&self.status.history, l, t)
+        {
             chain = super::migrate::chain(&self.status.history, l, t);
         }
         self.status

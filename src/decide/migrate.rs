@@ -119,7 +119,7 @@ pub(super) enum Steps {
 pub(super) struct Crossing {
     /// The down steps, newest first.
     pub steps: Vec<MigrationStep>,
-    /// Versions whose migration cannot be undone (`reversible: false`, or no down command).
+    /// Versions whose migration cannot be undone (`reversible: false`).
     pub irreversible: Vec<String>,
 }
 
@@ -169,6 +169,17 @@ pub(super) fn chain(history: &[Revision], from: i64, to: i64) -> Vec<i64> {
         current = predecessor(history, r);
     }
     out
+}
+
+/// Revisions `a` and `b` (both in history) run with different schemas.
+pub(super) fn schemas_differ(history: &[Revision], a: i64, b: i64) -> bool {
+    let schema = |n: i64| {
+        history
+            .iter()
+            .find(|r| r.revision == n)
+            .map(|r| schema_of(history, r))
+    };
+    schema(a) != schema(b)
 }
 
 /// The schema a revision runs with: its own migration's, else (no migration declared) the one
@@ -356,6 +367,9 @@ impl Planner<'_> {
             .history
             .iter()
             .filter(|r| live.is_none_or(|l| r.revision > l))
+            // Superseded while its up Job ran: never live. (A newer revision that was live and
+            // was rolled back has its change undone already: Failed or RolledBack.)
+            .filter(|r| r.outcome == Outcome::Superseded)
             .filter(|r| {
                 r.migration
                     .as_ref()
@@ -866,6 +880,37 @@ impl Planner<'_> {
         };
         if self.status.revision != Some(live) {
             // Something else happened since (a new spec, a manual rollback): not resumed.
+            return false;
+        }
+        let still_running: Option<String> = rb
+            .migrations
+            .iter()
+            .filter(|s| s.phase == MigrationPhase::Failed)
+            .filter_map(|s| s.job.as_ref())
+            .find(|j| {
+                self.input
+                    .observed
+                    .jobs
+                    .iter()
+                    .any(|seen| seen.name == j.name && !seen.deleting && seen.state == JobState::Running)
+            })
+            .map(|j| j.name.clone());
+        if let Some(job) = still_running {
+            // Rewind gave up on it by its own deadline, but it still runs: never two Jobs for
+            // one step. The value is used up; set a new one once the Job has ended.
+            self.status
+                .handled
+                .get_or_insert_with(Default::default)
+                .retry = Some(bounded_key(&value, NAME_MAX));
+            self.note_job(
+                Warning,
+                reasons::MIGRATION_RETRY,
+                format!(
+                    "{} not taken: Job {job} of the failed step still runs; stop it or wait for it to end (kubectl get job {job}), then set a new value",
+                    labels::RETRY
+                ),
+                &job,
+            );
             return false;
         }
         self.status

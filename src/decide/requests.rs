@@ -195,6 +195,32 @@ impl Planner<'_> {
             .live_index()
             .map(|i| self.status.history[i].clone())
             .ok_or(Refusal::NothingDeployed)?;
+        if let Some(i) = self.gated_index() {
+            // Its up migration runs against the database now: a down migration beside it, or
+            // images restored under it, would mix two schema changes at once.
+            let gated = &self.status.history[i];
+            return Err(Refusal::UpMigrationRunning(
+                gated.version.clone(),
+                gated
+                    .migration
+                    .as_ref()
+                    .and_then(|m| m.up_job.as_ref())
+                    .map(|j| j.name.clone())
+                    .unwrap_or_default(),
+            ));
+        }
+        if let Some(rb) = self.status.rollback.as_ref().filter(|rb| {
+            rb.phase == crate::api::RollbackPhase::Failed
+                && rb.images_restored_at.is_none()
+                && rb.from.revision == live.revision
+                && rb
+                    .migrations
+                    .iter()
+                    .any(|s| s.phase == crate::api::MigrationPhase::Succeeded)
+        }) {
+            // Some of its down migrations ran: planning anew would run them again.
+            return Err(Refusal::HaltedMigration(rb.id.clone()));
+        }
         let target = if value == labels::PREVIOUS {
             // Not a revision of the blocked version: those are the bits that just failed,
             // which only a request naming that version (or a retry) brings back.
@@ -303,12 +329,22 @@ pub(super) enum Refusal {
         "{0} (revision {1}) has no recorded digest for container {2}; Rewind only restores pinned bits"
     )]
     DigestUnknown(String, i64, String),
+    /// An up migration runs (version, Job).
+    #[error(
+        "the up migration of {0} runs now (Job {1}); wait for it to end, then ask again"
+    )]
+    UpMigrationRunning(String, String),
+    /// A rollback halted after some of its down migrations ran (rollback id).
+    #[error(
+        "rollback {0} halted after some of its down migrations ran: a new rollback would run them again. Set rewind.dev/retry to go on from the failed step, or roll forward by changing spec.version"
+    )]
+    HaltedMigration(String),
     /// History does not show which down migrations lead to the target's schema.
     #[error("{0}")]
     MigrationPath(String),
     /// The rollback would cross migrations that cannot be undone, and no override names them.
     #[error(
-        "it would cross the irreversible migration of {versions} (reversible: false or no down command); to roll back anyway, name them in the annotation {allow}: \"{versions}\" and ask again",
+        "it would cross the irreversible migration of {versions} (reversible: false); to roll back anyway, name them in the annotation {allow}: \"{versions}\" and ask again",
         allow = labels::ALLOW_IRREVERSIBLE
     )]
     Irreversible {
@@ -328,6 +364,8 @@ impl Refusal {
             Refusal::NeverHealthy(..) => reasons::TARGET_NOT_HEALTHY,
             Refusal::DigestUnknown(..) => reasons::DIGESTS_UNKNOWN,
             Refusal::MigrationPath(_) => reasons::MIGRATION_PATH_UNKNOWN,
+            Refusal::UpMigrationRunning(..) => reasons::MIGRATING_UP,
+            Refusal::HaltedMigration(_) => reasons::MIGRATION_FAILED,
             Refusal::Irreversible { .. } => reasons::IRREVERSIBLE_MIGRATION,
         }
     }

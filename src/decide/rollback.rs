@@ -85,7 +85,7 @@ impl Planner<'_> {
             if !self.policy.allow_irreversible {
                 let versions = crossing.irreversible.join(",");
                 let msg = format!(
-                    "{headline}; no automatic rollback to {}: it would cross the irreversible migration of {versions} (reversible: false or no down command; policy migrations.irreversible: Halt). To roll back anyway, set the annotations {}: \"{versions}\" and {}: \"{}\" on the Release",
+                    "{headline}; no automatic rollback to {}: it would cross the irreversible migration of {versions} (reversible: false; policy migrations.irreversible: Halt). To roll back anyway, set the annotations {}: \"{versions}\" and {}: \"{}\" on the Release",
                     target.version,
                     labels::ALLOW_IRREVERSIBLE,
                     labels::ROLLBACK_TO,
@@ -183,7 +183,7 @@ impl Planner<'_> {
                 .iter()
                 .map(|s| {
                     let how = if s.phase == MigrationPhase::Skipped {
-                        " (irreversible, crossed without a Job)"
+                        " (crossed without a Job: no down command, or irreversible and allowed)"
                     } else {
                         ""
                     };

@@ -639,3 +639,84 @@ fn a_job_keeps_the_deadline_it_was_created_with() {
     assert_eq!(rollback(&p.status).phase, RollbackPhase::MigratingDown);
     assert_eq!(p.recheck, Some(t(210 + 600 + 60)));
 }
+
+#[test]
+fn a_revision_rolled_back_after_its_up_job_is_not_the_next_ones_base() {
+    // v3's up Job ran, v3 failed and its down ran in the rollback to v2: v4 is deployed over
+    // v2 (the database is at schema 2), so a rollback from v4 runs v4's down only.
+    let mut w = healthy_v1_v2();
+    w.policy.cooldown = Duration::ZERO;
+    w.set_release("3.0.0", Some(migration("3.0.0", "3", true)));
+    let up = World::only_job(&w.at(200).step());
+    w.job_ends(&up, succeeded(205));
+    w.at(206).step();
+    let down = World::only_job(&w.at(210).pods_come_up(PodState::CrashLoop(3)).step());
+    w.job_ends(&down, succeeded(215));
+    w.at(216).step();
+    w.complete_rollback(230);
+    w.set_release("4.0.0", Some(migration("4.0.0", "4", true)));
+    let p = w.at(300).step();
+    assert_eq!(entry(&p.status, 4).deployed_over, Some(2));
+    assert_eq!(env(&p, "REWIND_FROM_SCHEMA_VERSION"), "2");
+}
+
+#[test]
+fn a_manual_rollback_waits_for_a_running_up_job() {
+    let mut w = healthy_v1_v2();
+    w.set_release("3.0.0", Some(migration("3.0.0", "3", true)));
+    w.at(200).step();
+    w.annotate(labels::ROLLBACK_TO, "1.0.0");
+    let p = w.at(210).step();
+    assert!(p.status.rollback.is_none(), "no down Job beside the up Job");
+    assert!(p.jobs.is_empty());
+    assert_eq!(
+        cond(&p.status, conditions::MANUAL_ROLLBACK),
+        is("False", reasons::MIGRATING_UP)
+    );
+}
+
+#[test]
+fn a_manual_rollback_after_a_half_done_halted_one_is_refused() {
+    let mut w = healthy_v1_v2();
+    w.set_release("3.0.0", Some(migration("3.0.0", "3", false)));
+    w.at(200).step();
+    w.at(220).roll_out().step();
+    w.at(240).roll_out().step();
+    w.annotate(labels::ROLLBACK_TO, "1.0.0");
+    let first = World::only_job(&w.at(300).step());
+    w.job_ends(&first, succeeded(310));
+    let second = World::only_job(&w.at(311).step());
+    w.job_ends(&second, failed("BackoffLimitExceeded"));
+    w.at(320).step();
+    assert_eq!(rollback(w.status()).phase, RollbackPhase::Failed);
+    w.annotate(labels::ROLLBACK_TO, "2.0.0");
+    let p = w.at(400).step();
+    assert!(p.jobs.is_empty(), "v3's down must not run again");
+    assert_eq!(
+        cond(&p.status, conditions::MANUAL_ROLLBACK),
+        is("False", reasons::MIGRATION_FAILED)
+    );
+}
+
+#[test]
+fn a_retry_waits_for_the_previous_job_to_end() {
+    let mut w = healthy_v1_v2();
+    w.policy.migration_timeout = Duration::from_secs(30);
+    w.set_release("3.0.0", Some(migration("3.0.0", "3", false)));
+    w.at(200).step();
+    let job = World::only_job(&w.at(210).pods_come_up(PodState::CrashLoop(3)).step());
+    // Rewind's own deadline passes; the Job controller never ended the Job: it still runs.
+    let p = w.at(310).step();
+    assert_eq!(cond(&p.status, "Stalled"), is("True", reasons::MIGRATION_TIMED_OUT));
+    w.annotate(labels::RETRY, "1");
+    let p = w.at(320).step();
+    assert!(p.jobs.is_empty(), "never two Jobs for one step");
+    assert_eq!(rollback(&p.status).phase, RollbackPhase::Failed);
+    assert!(p.events.iter().any(|n| n.reason == reasons::MIGRATION_RETRY && n.message.contains(&job)));
+    // Once it has ended, a new value runs the next attempt.
+    w.job_ends(&job, failed("DeadlineExceeded"));
+    w.annotate(labels::RETRY, "2");
+    let p = w.at(330).step();
+    assert_eq!(p.jobs.len(), 1);
+    assert_ne!(p.jobs[0].name, job);
+}
