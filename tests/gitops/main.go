@@ -9,7 +9,8 @@
 //     mirrors the essentials of argo-cd's util/lua (VM.runLua, VM.ExecuteHealthLua, decodeValue)
 //     without depending on Argo CD itself.
 //   - kstatus: sigs.k8s.io/cli-utils/pkg/kstatus/status.Compute on the object as unstructured,
-//     the library Flux's health checks are built on.
+//     the library Flux's health checks are built on. (Flux builds with its fork,
+//     github.com/fluxcd/cli-utils, whose pkg/kstatus/status is the same code as v0.37.2's.)
 //
 // The line:
 //
