@@ -41,10 +41,9 @@ fn generation_of(d: &Deployment) -> i64 {
 
 /// Events about Deployment shop (not the Release of the same name): reason and note.
 async fn deployment_events(f: &Fixture) -> Vec<(String, String)> {
-    event_objects(&f.ns.client(), f.ns.name(), "shop")
+    event_objects_of(&f.ns.client(), f.ns.name(), "Deployment", "shop")
         .await
         .into_iter()
-        .filter(|e| e.regarding.as_ref().and_then(|r| r.kind.as_deref()) == Some("Deployment"))
         .map(|e| (e.reason.unwrap_or_default(), e.note.unwrap_or_default()))
         .collect()
 }

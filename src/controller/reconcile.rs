@@ -196,7 +196,12 @@ pub(super) async fn reconcile(release: Arc<Release>, ctx: Arc<Context>) -> Resul
         // Deciding from a status older than the one we wrote could undo our own step.
         return Ok(Action::requeue(wait));
     }
-    if release.status.is_none() {
+    // (The CRD defaults status to {observedGeneration: 0}: that is "none" too.)
+    if release
+        .status
+        .as_ref()
+        .is_none_or(|s| s.phase.is_none() && s.conditions.is_empty())
+    {
         // First sight: say so at once (Reconciling), before registry lookups that may take a
         // while, so no reader takes an unjudged Release for a healthy one. Then plan as usual.
         let status = decide::initial_status(&release, Timestamp::now());

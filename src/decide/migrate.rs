@@ -888,11 +888,9 @@ impl Planner<'_> {
             .filter(|s| s.phase == MigrationPhase::Failed)
             .filter_map(|s| s.job.as_ref())
             .find(|j| {
-                self.input
-                    .observed
-                    .jobs
-                    .iter()
-                    .any(|seen| seen.name == j.name && !seen.deleting && seen.state == JobState::Running)
+                self.input.observed.jobs.iter().any(|seen| {
+                    seen.name == j.name && !seen.deleting && seen.state == JobState::Running
+                })
             })
             .map(|j| j.name.clone());
         if let Some(job) = still_running {

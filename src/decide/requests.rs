@@ -330,9 +330,7 @@ pub(super) enum Refusal {
     )]
     DigestUnknown(String, i64, String),
     /// An up migration runs (version, Job).
-    #[error(
-        "the up migration of {0} runs now (Job {1}); wait for it to end, then ask again"
-    )]
+    #[error("the up migration of {0} runs now (Job {1}); wait for it to end, then ask again")]
     UpMigrationRunning(String, String),
     /// A rollback halted after some of its down migrations ran (rollback id).
     #[error(

@@ -26,7 +26,7 @@ use crate::support::{secs, wait_for};
 /// Install (or update) both CRDs with server-side apply and wait until they are Established.
 pub async fn install_crds(client: &Client) {
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for crd in [Release::crd(), RollbackPolicy::crd()] {
+    for crd in [rewind::api::release_crd(), RollbackPolicy::crd()] {
         let name = crd.name_any();
         crds.patch(
             &name,
@@ -348,8 +348,19 @@ pub async fn events(client: &Client, namespace: &str, name: &str) -> Vec<(String
         .collect()
 }
 
-/// The Events recorded about object `name`, oldest first.
+/// The Events recorded about Release `name`, oldest first (not those about its Deployment,
+/// which often has the same name: Rewind tells a rollback on both).
 pub async fn event_objects(client: &Client, namespace: &str, name: &str) -> Vec<Event> {
+    event_objects_of(client, namespace, "Release", name).await
+}
+
+/// The Events recorded about the object of `kind` named `name`, oldest first.
+pub async fn event_objects_of(
+    client: &Client,
+    namespace: &str,
+    kind: &str,
+    name: &str,
+) -> Vec<Event> {
     let events: Api<Event> = Api::namespaced(client.clone(), namespace);
     // Filtered here: the test namespace holds few Events, and field selectors on
     // events.k8s.io differ between versions.
@@ -359,7 +370,11 @@ pub async fn event_objects(client: &Client, namespace: &str, name: &str) -> Vec<
         .expect("listing Events")
         .items
         .into_iter()
-        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+        .filter(|e| {
+            e.regarding
+                .as_ref()
+                .is_some_and(|r| r.name.as_deref() == Some(name) && r.kind.as_deref() == Some(kind))
+        })
         .collect();
     list.sort_by_key(|e| e.metadata.creation_timestamp.clone().map(|t| t.0));
     list

@@ -232,7 +232,10 @@ fn history_limit_holds_when_no_schema_changes() {
     // the way back needs keeping beyond the limit.
     let mut w = healthy_v1();
     w.policy.history_limit = 3;
-    for (i, v) in ["2.0.0", "3.0.0", "4.0.0", "5.0.0", "6.0.0"].iter().enumerate() {
+    for (i, v) in ["2.0.0", "3.0.0", "4.0.0", "5.0.0", "6.0.0"]
+        .iter()
+        .enumerate()
+    {
         w.set_version(v).at(100 + 10 * i as i64).step();
     }
     assert!(w.status().history.len() <= 3, "{:?}", revisions(w.status()));

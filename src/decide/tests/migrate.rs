@@ -707,12 +707,19 @@ fn a_retry_waits_for_the_previous_job_to_end() {
     let job = World::only_job(&w.at(210).pods_come_up(PodState::CrashLoop(3)).step());
     // Rewind's own deadline passes; the Job controller never ended the Job: it still runs.
     let p = w.at(310).step();
-    assert_eq!(cond(&p.status, "Stalled"), is("True", reasons::MIGRATION_TIMED_OUT));
+    assert_eq!(
+        cond(&p.status, "Stalled"),
+        is("True", reasons::MIGRATION_TIMED_OUT)
+    );
     w.annotate(labels::RETRY, "1");
     let p = w.at(320).step();
     assert!(p.jobs.is_empty(), "never two Jobs for one step");
     assert_eq!(rollback(&p.status).phase, RollbackPhase::Failed);
-    assert!(p.events.iter().any(|n| n.reason == reasons::MIGRATION_RETRY && n.message.contains(&job)));
+    assert!(
+        p.events
+            .iter()
+            .any(|n| n.reason == reasons::MIGRATION_RETRY && n.message.contains(&job))
+    );
     // Once it has ended, a new value runs the next attempt.
     w.job_ends(&job, failed("DeadlineExceeded"));
     w.annotate(labels::RETRY, "2");
