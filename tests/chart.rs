@@ -387,3 +387,57 @@ fn deploy_manifests_are_the_charts_render() {
         "restricted"
     );
 }
+
+#[test]
+fn the_optional_prometheus_rule_has_rewinds_alerts() {
+    assert!(
+        chart::of_kind(
+            &chart::render("rewind", "rewind-system", &[]),
+            "PrometheusRule"
+        )
+        .is_empty(),
+        "off by default"
+    );
+    let objects = chart::render(
+        "rewind",
+        "rewind-system",
+        &[
+            "prometheusRule.enabled=true",
+            "prometheusRule.alertLabels.team=platform",
+        ],
+    );
+    let rules = chart::of_kind(&objects, "PrometheusRule");
+    assert_eq!(rules.len(), 1);
+    let alerts: Vec<Value> = rules[0]["spec"]["groups"]
+        .as_array()
+        .expect("groups")
+        .iter()
+        .flat_map(|g| g["rules"].as_array().cloned().unwrap_or_default())
+        .collect();
+    let names: BTreeSet<&str> = alerts.iter().filter_map(|a| a["alert"].as_str()).collect();
+    for want in [
+        "RewindReleaseRolledBack",
+        "RewindReleaseDegraded",
+        "RewindReleaseFailed",
+        "RewindMigrationFailed",
+        "RewindNotReady",
+    ] {
+        assert!(names.contains(want), "{want} in {names:?}");
+    }
+    for a in &alerts {
+        let expr = a["expr"].as_str().unwrap_or_default();
+        assert!(expr.contains("rewind_"), "{a}");
+        assert_eq!(a["labels"]["team"], "platform", "{a}");
+    }
+    let rolled_back = alerts
+        .iter()
+        .find(|a| a["alert"] == "RewindReleaseRolledBack")
+        .unwrap();
+    assert!(
+        rolled_back["expr"]
+            .as_str()
+            .unwrap()
+            .contains("rewind_release_info{phase=\"RolledBack\"}"),
+        "{rolled_back}"
+    );
+}
