@@ -348,10 +348,11 @@ pub async fn events(client: &Client, namespace: &str, name: &str) -> Vec<(String
         .collect()
 }
 
-/// The Events recorded about Release `name`, oldest first (not those about its Deployment,
-/// which often has the same name: Rewind tells a rollback on both).
+/// The Events recorded about Rewind's object `name` (a Release or a RollbackPolicy), oldest
+/// first: not those about a Deployment, which often has the Release's name (Rewind tells a
+/// rollback on both).
 pub async fn event_objects(client: &Client, namespace: &str, name: &str) -> Vec<Event> {
-    event_objects_of(client, namespace, "Release", name).await
+    events_where(client, namespace, name, |kind| kind != Some("Deployment")).await
 }
 
 /// The Events recorded about the object of `kind` named `name`, oldest first.
@@ -360,6 +361,15 @@ pub async fn event_objects_of(
     namespace: &str,
     kind: &str,
     name: &str,
+) -> Vec<Event> {
+    events_where(client, namespace, name, |k| k == Some(kind)).await
+}
+
+async fn events_where(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    kind: impl Fn(Option<&str>) -> bool,
 ) -> Vec<Event> {
     let events: Api<Event> = Api::namespaced(client.clone(), namespace);
     // Filtered here: the test namespace holds few Events, and field selectors on
@@ -373,7 +383,7 @@ pub async fn event_objects_of(
         .filter(|e| {
             e.regarding
                 .as_ref()
-                .is_some_and(|r| r.name.as_deref() == Some(name) && r.kind.as_deref() == Some(kind))
+                .is_some_and(|r| r.name.as_deref() == Some(name) && kind(r.kind.as_deref()))
         })
         .collect();
     list.sort_by_key(|e| e.metadata.creation_timestamp.clone().map(|t| t.0));
