@@ -40,6 +40,9 @@ use crate::{
 /// The longest a reconcile waits for the API server to confirm a failure verdict.
 const CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Looks at a cache behind Rewind's own status write before reading the Release itself.
+const BEHIND_TRIES: u32 = 8;
+
 /// What the controller remembers per Release between reconciles; forgotten when the Release
 /// is deleted (and swept on every full list of Releases, for deletions missed meanwhile).
 #[derive(Default)]
@@ -76,7 +79,9 @@ impl Memory {
     /// must not turn into a spin). The API server (etcd) issues resourceVersions in increasing
     /// order; comparing them is what lets us wait for our own write instead of acting on the
     /// state before it.
-    fn behind_own_write(&self, release: &Release) -> Option<Duration> {
+    /// Also says whether it has been behind for long (seconds: a watch that broke and has not
+    /// listed again), when the reconcile reads the Release itself instead of waiting on.
+    fn behind_own_write(&self, release: &Release) -> Option<(Duration, bool)> {
         let key = ObjectRef::from_obj(release);
         let mut written = lock(&self.written);
         let (ours, tries) = written.get_mut(&key)?;
@@ -91,7 +96,8 @@ impl Memory {
         let wait = Duration::from_millis(50u64.saturating_mul(1 << (*tries).min(6)))
             .min(Duration::from_secs(2));
         *tries = tries.saturating_add(1);
-        Some(wait)
+        // 50 ms + 100 ms + … ≈ 5 s behind.
+        Some((wait, *tries > BEHIND_TRIES))
     }
 
     /// A reconcile of `key` succeeded: forget its failures and the error shown on it.
@@ -192,9 +198,26 @@ pub(super) async fn reconcile(release: Arc<Release>, ctx: Arc<Context>) -> Resul
         // reconcile: look again shortly.
         return Ok(Action::requeue(Duration::from_millis(500)));
     }
-    if let Some(wait) = ctx.memory.behind_own_write(&release) {
+    let mut release = release;
+    if let Some((wait, long)) = ctx.memory.behind_own_write(&release) {
         // Deciding from a status older than the one we wrote could undo our own step.
-        return Ok(Action::requeue(wait));
+        if !long {
+            return Ok(Action::requeue(wait));
+        }
+        // The cache has stayed behind for seconds (its watch broke and has not listed again,
+        // after an outage): never wait on it without a bound, read the Release itself.
+        let read = tokio::time::timeout(
+            CONFIRM_TIMEOUT,
+            Api::<Release>::namespaced(ctx.client.clone(), &ns).get(&name),
+        )
+        .await;
+        match read {
+            Ok(Ok(fresh)) if ctx.memory.behind_own_write(&fresh).is_none() => {
+                info!(release = %name, "the Release's cache is behind Rewind's own write: acting on the Release as read from the API server");
+                release = Arc::new(fresh);
+            }
+            _ => return Ok(Action::requeue(wait)),
+        }
     }
     // (The CRD defaults status to {observedGeneration: 0}: that is "none" too.)
     if release
@@ -671,11 +694,16 @@ mod tests {
         let key = ObjectRef::from_obj(&release("10"));
         m.wrote(key.clone(), 12);
         let waits: Vec<Duration> = (0..8)
-            .map(|_| m.behind_own_write(&release("10")).expect("behind"))
+            .map(|_| m.behind_own_write(&release("10")).expect("behind").0)
             .collect();
         assert_eq!(waits[0], Duration::from_millis(50));
         assert!(waits.windows(2).all(|w| w[1] >= w[0]), "{waits:?}");
         assert_eq!(*waits.last().unwrap(), Duration::from_secs(2));
+        assert_eq!(
+            m.behind_own_write(&release("10")).map(|b| b.1),
+            Some(true),
+            "behind for seconds: time to read the Release itself"
+        );
         assert_eq!(m.behind_own_write(&release("12")), None, "caught up");
         assert_eq!(
             m.behind_own_write(&release("10")),
