@@ -40,6 +40,9 @@ use crate::{
 /// The longest a reconcile waits for the API server to confirm a failure verdict.
 const CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How often a replica that does not lead looks at each Release again (doing nothing else).
+const STANDBY_RECHECK: Duration = Duration::from_secs(10);
+
 /// Looks at a cache behind Rewind's own status write before reading the Release itself.
 const BEHIND_TRIES: u32 = 8;
 
@@ -190,8 +193,10 @@ pub(super) async fn reconcile(release: Arc<Release>, ctx: Arc<Context>) -> Resul
         .ok_or_else(|| Error::NoNamespace(name.clone()))?;
     if !ctx.leader.is_leading() {
         // A standby: another replica acts. When this one starts leading, every Release is
-        // reconciled again (`became_leader`).
-        return Ok(Action::await_change());
+        // reconciled again (`became_leader`); and, should that bulk request come late (it has
+        // been seen to wait for a watch to list again after an outage), each Release looks
+        // again by itself before long. Costs nothing while standing by: no request is made.
+        return Ok(Action::requeue(STANDBY_RECHECK));
     }
     if !ctx.watches.ready() {
         // Plans read every cache; one has not finished its first list yet. Never wait inside a
