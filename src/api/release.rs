@@ -786,6 +786,11 @@ pub struct Handled {
     /// Value of `rewind.dev/rollback-to` on the Release last acted on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollback_to: Option<String>,
+    /// `rewind.dev/request-id` of the last `rewind.dev/rollback-to` request on the Release
+    /// that Rewind answered, accepted or refused (the ManualRollback condition, written with
+    /// it, says which): a client that set the id waits for it here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
     /// Value of `rewind.dev/rollback-to` on the Deployment last acted on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_rollback_to: Option<String>,

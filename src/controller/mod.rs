@@ -139,6 +139,7 @@ fn release_predicate(r: &Release) -> Option<u64> {
     r.metadata.labels.hash(&mut h);
     for key in [
         labels::ROLLBACK_TO,
+        labels::REQUEST_ID,
         labels::RETRY,
         labels::REQUESTED_BY,
         labels::ALLOW_IRREVERSIBLE,
@@ -401,8 +402,10 @@ mod tests {
             ..Default::default()
         });
         assert_eq!(release_predicate(&r), base);
-        r.annotations_mut()
-            .insert(labels::ROLLBACK_TO.into(), "1.0.0".into());
-        assert_ne!(release_predicate(&r), base);
+        for key in [labels::ROLLBACK_TO, labels::REQUEST_ID] {
+            let mut r = r.clone();
+            r.annotations_mut().insert(key.into(), "1.0.0".into());
+            assert_ne!(release_predicate(&r), base, "{key}");
+        }
     }
 }

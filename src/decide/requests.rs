@@ -62,8 +62,10 @@ impl Planner<'_> {
         }
     }
 
-    /// Act on `rewind.dev/rollback-to` (Release first, then Deployment), once per distinct
-    /// value. Returns true when a rollback started.
+    /// Act on `rewind.dev/rollback-to` (Release first, then Deployment), once per request: a
+    /// distinct value, or on the Release a distinct `rewind.dev/request-id`. Every request on
+    /// the Release that is answered records its id in `handled.requestId` in the same status
+    /// as the ManualRollback condition that answers it. Returns true when a rollback started.
     pub(super) fn handle_manual_rollback(&mut self, workload: &Workload) -> bool {
         let on_release = self
             .release
@@ -71,8 +73,20 @@ impl Planner<'_> {
             .get(labels::ROLLBACK_TO)
             .filter(|v| !v.is_empty())
             .cloned();
+        let release_id = self
+            .release
+            .annotations()
+            .get(labels::REQUEST_ID)
+            .filter(|v| !v.is_empty())
+            .map(|v| bounded_key(v, NAME_MAX));
         let on_target = workload.rollback_to.clone();
         for (value, from_target) in [(on_release, false), (on_target, true)] {
+            // The Deployment's requests carry no id: acted on once per value.
+            let id = if from_target {
+                None
+            } else {
+                release_id.clone()
+            };
             let handled = self.status.handled.get_or_insert_with(Handled::default);
             let slot = if from_target {
                 &mut handled.target_rollback_to
@@ -81,12 +95,23 @@ impl Planner<'_> {
             };
             let Some(value) = value else {
                 *slot = None;
+                if !from_target {
+                    handled.request_id = None;
+                }
                 continue;
             };
-            if already_handled(slot.as_deref(), &value) {
+            let new_id = id.is_some() && id != handled.request_id;
+            if already_handled(slot.as_deref(), &value) && !new_id {
                 continue;
             }
             let before = slot.replace(bounded_key(&value, NAME_MAX));
+            // Answered, whatever the answer: a client waiting on its id sees it with the
+            // ManualRollback condition written below.
+            let id_before = if from_target {
+                None
+            } else {
+                std::mem::replace(&mut handled.request_id, id.clone())
+            };
             let source = if from_target {
                 format!(
                     "annotation {} on Deployment {}",
@@ -105,21 +130,27 @@ impl Planner<'_> {
                     );
                     if matches!(refusal, Refusal::Irreversible { .. }) {
                         // Not used up: the request is taken as soon as the override names
-                        // every irreversible version (said once, not on every look).
+                        // every irreversible version (said once, not on every look). Its id
+                        // stays recorded: it was answered. Under a new id the value may be
+                        // the one handled before, which must not count as handled now.
                         let handled = self.status.handled.get_or_insert_with(Handled::default);
                         let slot = if from_target {
                             &mut handled.target_rollback_to
                         } else {
                             &mut handled.rollback_to
                         };
-                        *slot = before;
-                        let said =
-                            conditions::get(&self.status.conditions, conditions::MANUAL_ROLLBACK)
-                                .is_some_and(|c| {
-                                    c.status == "False"
-                                        && c.reason == why
-                                        && c.message == bounded(&msg, MESSAGE_MAX)
-                                });
+                        *slot = if new_id { None } else { before };
+                        // A new request id is a new ask, answered again.
+                        let said = id_before == id
+                            && conditions::get(
+                                &self.status.conditions,
+                                conditions::MANUAL_ROLLBACK,
+                            )
+                            .is_some_and(|c| {
+                                c.status == "False"
+                                    && c.reason == why
+                                    && c.message == bounded(&msg, MESSAGE_MAX)
+                            });
                         if said {
                             continue;
                         }
