@@ -17,6 +17,8 @@ pub const REQUESTED_BY: &str = "rewind.dev/requested-by";
 /// On a Release: makes a `rollback-to` request distinct (new per request, set by
 /// `kubectl rewind`), so asking for the same version twice is two requests.
 pub const REQUEST_ID: &str = "rewind.dev/request-id";
+/// On a Release: why a person asked for the manual rollback (free text, kept on the rollback).
+pub const REASON: &str = "rewind.dev/reason";
 /// On a Release: versions (comma-separated) whose irreversible migration a manual rollback may
 /// cross.
 pub const ALLOW_IRREVERSIBLE: &str = "rewind.dev/allow-irreversible";

@@ -715,6 +715,10 @@ pub struct Rollback {
     /// Who asked, for manual rollbacks, when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requested_by: Option<String>,
+    /// Why, in the words of the person who asked (`rewind.dev/reason` on the Release), for
+    /// manual rollbacks asked for on the Release.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_reason: Option<String>,
     /// Where it stands: MigratingDown (when the policy's order is BeforeRollback and the
     /// schema changes), RestoringImages, Verifying, MigratingDownAfter (order AfterRollback),
     /// then Succeeded or Failed.

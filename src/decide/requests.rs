@@ -3,7 +3,8 @@
 //! once per distinct value.
 //!
 //! Annotation values are anyone's text: what is kept of them in status is bounded
-//! ([`bounded_key`] for the values kept to compare, [`bounded`] for who asked and for messages).
+//! ([`bounded_key`] for the values kept to compare, [`bounded`] for who asked, the reason given
+//! and messages).
 
 use super::{
     EventKind::{Normal, Warning},
@@ -11,7 +12,8 @@ use super::{
     health::Failing,
     history::choose_target,
     plan::Planner,
-    text::{MESSAGE_MAX, NAME_MAX, bounded, bounded_key},
+    rollback::Asked,
+    text::{DETAIL_MAX, MESSAGE_MAX, NAME_MAX, bounded, bounded_key},
     views::Workload,
 };
 use crate::{
@@ -171,7 +173,21 @@ impl Planner<'_> {
                     let who = requested_by
                         .clone()
                         .unwrap_or_else(|| "an unnamed user".into());
-                    let message = format!("{who} asked for {shown} ({source})");
+                    // Only the Release's: the Deployment's request has no reason annotation.
+                    let reason = if from_target {
+                        None
+                    } else {
+                        self.release
+                            .annotations()
+                            .get(labels::REASON)
+                            .map(|r| r.trim())
+                            .filter(|r| !r.is_empty())
+                            .map(|r| bounded(r, DETAIL_MAX))
+                    };
+                    let message = match &reason {
+                        Some(why) => format!("{who} asked for {shown} ({source}): {why}"),
+                        None => format!("{who} asked for {shown} ({source})"),
+                    };
                     self.condition(
                         conditions::MANUAL_ROLLBACK,
                         true,
@@ -207,7 +223,11 @@ impl Planner<'_> {
                         message,
                         at: self.now,
                     };
-                    self.start_rollback(&from, &to, cause, requested_by, steps, workload);
+                    let asked = Asked {
+                        by: requested_by,
+                        reason,
+                    };
+                    self.start_rollback(&from, &to, cause, asked, steps, workload);
                     return true;
                 }
             }

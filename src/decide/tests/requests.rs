@@ -725,3 +725,91 @@ fn huge_request_ids_are_kept_bounded_and_still_distinct() {
     assert_eq!(reasons(&p), [reasons::UNKNOWN_VERSION]);
     assert_ne!(handled_id(&p.status).unwrap(), kept);
 }
+
+// ---- the reason a person gives ----------------------------------------------------------
+
+#[test]
+fn the_reason_given_is_kept_on_the_rollback_and_its_record() {
+    let mut w = healthy_v1();
+    w.deploy_healthy("2.0.0", 100);
+    let p = w
+        .annotate(labels::ROLLBACK_TO, "1.0.0")
+        .annotate(labels::REQUESTED_BY, "alice")
+        .annotate(labels::REQUEST_ID, "a")
+        .annotate(labels::REASON, "  INC-42: checkout errors since 2.0.0 \n")
+        .at(200)
+        .step();
+    let want = "alice asked for 1.0.0 (annotation rewind.dev/rollback-to on the Release): INC-42: checkout errors since 2.0.0";
+    let rb = rollback(&p.status).clone();
+    assert_eq!(
+        rb.request_reason.as_deref(),
+        Some("INC-42: checkout errors since 2.0.0")
+    );
+    assert_eq!(rb.message, want);
+    assert_eq!(
+        condition(&p.status, conditions::MANUAL_ROLLBACK).message,
+        want
+    );
+    assert_eq!(
+        entry(&p.status, 2)
+            .failure
+            .as_ref()
+            .map(|f| f.message.as_str()),
+        Some(want)
+    );
+    assert!(
+        p.events[0].message.contains("INC-42: checkout errors"),
+        "{}",
+        p.events[0].message
+    );
+    let p = w.complete_rollback(210);
+    let finished = p.finished.expect("the finished rollback, for the log line");
+    assert_eq!(finished.request_reason, rb.request_reason);
+    assert_eq!(
+        p.status.rollbacks[0].request_reason, rb.request_reason,
+        "kept in the record of finished rollbacks"
+    );
+    assert_eq!(p.status.rollbacks[0].message, want);
+}
+
+#[test]
+fn reasons_are_bounded_and_only_the_releases_requests_have_one() {
+    use crate::decide::text::{DETAIL_MAX, MARKER, MESSAGE_MAX};
+    // (reason annotation, request on the Deployment rather than the Release, kept reason)
+    let huge = "why ".repeat(64 * 1024);
+    let cases: [(&str, bool, Option<&str>); 5] = [
+        ("rolled back by hand", false, Some("rolled back by hand")),
+        ("", false, None),
+        (" \t\n", false, None),
+        ("rolled back by hand", true, None),
+        (&huge, false, Some("")),
+    ];
+    for (reason, on_deployment, want) in cases {
+        let mut w = healthy_v1();
+        w.deploy_healthy("2.0.0", 100);
+        w.annotate(labels::REASON, reason);
+        if on_deployment {
+            w.workload_mut().rollback_to = Some("1.0.0".into());
+        } else {
+            w.annotate(labels::ROLLBACK_TO, "1.0.0");
+        }
+        let p = w.at(200).step();
+        let rb = rollback(&p.status);
+        let shown = reason.chars().take(20).collect::<String>();
+        match want {
+            Some("") => {
+                let kept = rb.request_reason.as_deref().unwrap();
+                assert!(kept.len() <= DETAIL_MAX && kept.ends_with(MARKER), "{kept}");
+                assert!(rb.message.len() <= MESSAGE_MAX && rb.message.contains(kept));
+            }
+            _ => assert_eq!(rb.request_reason.as_deref(), want, "{shown:?}"),
+        }
+        if want.is_none() {
+            assert!(
+                rb.message.ends_with(')'),
+                "{shown:?}: nothing appended: {}",
+                rb.message
+            );
+        }
+    }
+}
