@@ -327,7 +327,10 @@ impl Planner<'_> {
             self.fail_rollback(rb, reasons::ROLLBACK_FAILED, msg);
             return;
         }
-        if rb.phase != RollbackPhase::RestoringImages || self.status.rollback.as_ref() != Some(&rb)
+        // Also when the phase says otherwise: a pause lifted mid-restore left it Paused.
+        if rb.phase != RollbackPhase::RestoringImages
+            || self.status.rollback.as_ref() != Some(&rb)
+            || self.status.phase != Some(Phase::RollingBack)
         {
             let msg = format!(
                 "rolling back {} (revision {}) to {} (revision {}): restoring the images",

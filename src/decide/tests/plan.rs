@@ -136,7 +136,7 @@ fn paused_release_does_not_continue_a_rollback() {
     w.workload_mut().template_revision = Some(2);
     w.workload_mut().images.get_mut("api").unwrap().image = tag("2.0.0");
     w.release.spec.paused = true;
-    let p = w.at(200).plan();
+    let p = w.at(200).step();
     assert_eq!((p.apply, p.status.phase), (None, Some(Phase::Paused)));
     assert_eq!(
         rollback(&p.status).phase,
@@ -146,6 +146,11 @@ fn paused_release_does_not_continue_a_rollback() {
     w.release.spec.paused = false;
     let p = w.at(300).plan();
     assert_eq!(p.apply, Some(template(1, "1.0.0", pinned(1))));
+    assert_eq!(
+        (p.status.phase, cond(&p.status, conditions::READY)),
+        (Some(Phase::RollingBack), is("False", reasons::ROLLING_BACK)),
+        "no longer said to be paused"
+    );
 }
 
 #[test]
