@@ -19,6 +19,9 @@ pub const REQUESTED_BY: &str = "rewind.dev/requested-by";
 pub const REQUEST_ID: &str = "rewind.dev/request-id";
 /// On a Release: why a person asked for the manual rollback (free text, kept on the rollback).
 pub const REASON: &str = "rewind.dev/reason";
+/// On a Release: any non-empty value but `false` pauses it as `spec.paused` does; the value
+/// says who and why. An annotation, so pausing never edits the spec GitOps owns.
+pub const PAUSED: &str = "rewind.dev/paused";
 /// On a Release: versions (comma-separated) whose irreversible migration a manual rollback may
 /// cross.
 pub const ALLOW_IRREVERSIBLE: &str = "rewind.dev/allow-irreversible";

@@ -82,7 +82,8 @@ pub struct ReleaseSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy_ref: Option<PolicyRef>,
 
-    /// When true, Rewind neither deploys nor rolls back this Release.
+    /// When true, Rewind neither deploys nor rolls back this Release (nor while the
+    /// annotation rewind.dev/paused is set, which pauses without editing the spec).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub paused: bool,
 }
@@ -419,7 +420,7 @@ pub enum Phase {
     RolledBack,
     /// Rewind could not act (see conditions).
     Failed,
-    /// spec.paused is set.
+    /// spec.paused or the annotation rewind.dev/paused is set.
     Paused,
 }
 

@@ -141,6 +141,7 @@ fn release_predicate(r: &Release) -> Option<u64> {
         labels::ROLLBACK_TO,
         labels::REQUEST_ID,
         labels::REASON,
+        labels::PAUSED,
         labels::RETRY,
         labels::REQUESTED_BY,
         labels::ALLOW_IRREVERSIBLE,
@@ -403,7 +404,12 @@ mod tests {
             ..Default::default()
         });
         assert_eq!(release_predicate(&r), base);
-        for key in [labels::ROLLBACK_TO, labels::REQUEST_ID, labels::REASON] {
+        for key in [
+            labels::ROLLBACK_TO,
+            labels::REQUEST_ID,
+            labels::REASON,
+            labels::PAUSED,
+        ] {
             let mut r = r.clone();
             r.annotations_mut().insert(key.into(), "1.0.0".into());
             assert_ne!(release_predicate(&r), base, "{key}");

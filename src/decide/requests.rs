@@ -1,6 +1,7 @@
 //! What people ask for by annotation: `rewind.dev/retry` (unblock a rolled-back version) and
 //! `rewind.dev/rollback-to` (a manual rollback, on the Release or its Deployment), each acted on
-//! once per distinct value.
+//! once per distinct value (or request id), and `rewind.dev/paused` (hold the Release as
+//! `spec.paused` does).
 //!
 //! Annotation values are anyone's text: what is kept of them in status is bounded
 //! ([`bounded_key`] for the values kept to compare, [`bounded`] for who asked, the reason given
@@ -17,11 +18,34 @@ use super::{
     views::Workload,
 };
 use crate::{
-    api::{Failure, Handled, MigrationStep, Outcome, Revision, RollbackTarget, Trigger},
+    api::{Failure, Handled, MigrationStep, Outcome, Release, Revision, RollbackTarget, Trigger},
     labels, reasons,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
+
+/// Who paused the Release and why: the value of `rewind.dev/paused` (trimmed, bounded), when
+/// it pauses, that is when it is neither empty nor `false` (in any case).
+pub fn paused_by(release: &Release) -> Option<String> {
+    release
+        .annotations()
+        .get(labels::PAUSED)
+        .map(|v| v.trim())
+        .filter(|v| !v.is_empty() && !v.eq_ignore_ascii_case("false"))
+        .map(|v| bounded(v, DETAIL_MAX))
+}
+
+/// What holds the Release, for a person (`spec.paused`, the annotation, or both), or `None`
+/// when nothing does. Paused, Rewind neither deploys nor rolls back.
+pub fn paused(release: &Release) -> Option<String> {
+    let annotation =
+        paused_by(release).map(|who| format!("annotation {} is set ({who})", labels::PAUSED));
+    match (release.spec.paused, annotation) {
+        (true, Some(a)) => Some(format!("spec.paused is set and {a}")),
+        (true, None) => Some("spec.paused is set".into()),
+        (false, a) => a,
+    }
+}
 
 impl Planner<'_> {
     pub(super) fn handle_retry(&mut self) {
