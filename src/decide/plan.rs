@@ -229,6 +229,15 @@ impl<'a> Planner<'a> {
             self.set_phase(Phase::Paused, reasons::PAUSED, msg);
             return;
         }
+        if self.status.phase == Some(Phase::Paused) {
+            // The pause was lifted. Not every step below sets a phase (putting back an
+            // overridden image does not): none may leave the Release said to be paused.
+            self.set_phase(
+                Phase::Progressing,
+                reasons::PROGRESSING,
+                "no longer paused: Rewind looks at the Release again",
+            );
+        }
         if let Some(other) = self.input.claimed_by.clone() {
             let msg = format!(
                 "Deployment {} is already managed by Release {other}; a Deployment has one Release: delete this one or point it at another Deployment",

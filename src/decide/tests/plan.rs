@@ -357,3 +357,24 @@ fn a_release_paused_by_annotation_is_not_adopted() {
     .plan();
     assert_eq!((p.status.phase, p.apply), (Some(Phase::Paused), None));
 }
+
+/// Found by the fuzz test: the first plan after a pause may be one that sets no phase
+/// (putting back an image another manager changed); it must not leave the Release Paused.
+#[test]
+fn a_lifted_pause_is_never_still_said() {
+    let mut w = healthy_v1();
+    w.annotate(labels::PAUSED, "alice").at(100).step();
+    let d = w.workload_mut();
+    d.images.get_mut("api").unwrap().image = tag("2.0.0");
+    d.image_managers
+        .insert("api".into(), vec!["argocd-controller".into()]);
+    d.generation += 1;
+    let p = w.remove_annotation(labels::PAUSED).at(200).step();
+    assert_eq!(reasons(&p), [reasons::IMAGE_OVERRIDDEN]);
+    assert_eq!(
+        (p.status.phase, cond(&p.status, conditions::READY)),
+        (Some(Phase::Progressing), is("False", reasons::PROGRESSING))
+    );
+    let p = w.at(220).roll_out().step();
+    assert_eq!(p.status.phase, Some(Phase::Healthy));
+}
