@@ -5,7 +5,7 @@
 mod deploy;
 mod error;
 mod jobs;
-mod observe;
+pub(crate) mod observe;
 mod policy;
 mod reconcile;
 mod trim;
