@@ -45,7 +45,7 @@ use crate::{
 };
 use clock::Blind;
 pub use policy::{Policy, PolicyError};
-pub use requests::paused;
+pub use requests::{paused, paused_by};
 use views::Observed;
 
 /// Everything a decision looks at.
