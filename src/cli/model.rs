@@ -122,12 +122,44 @@ pub struct StatusView {
     pub blocked: Option<Blocked>,
     /// Another field manager changing an image Rewind owns.
     pub contested: Option<Contest>,
+    /// A rollback request on the Release Rewind has not answered yet.
+    pub pending: Option<Pending>,
     /// The in-flight or last rollback.
     pub rollback: Option<RollbackView>,
     /// The pods of the live revision.
     pub pods: Option<Pods>,
     /// What a person can do next, as exact commands.
     pub next: Vec<Next>,
+}
+
+/// A `rewind.dev/rollback-to` request on the Release that Rewind has not answered yet.
+#[derive(Serialize, Debug, Clone, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Pending {
+    /// The version asked for (or `previous`).
+    pub to: String,
+    /// Who asked, when known.
+    pub requested_by: Option<String>,
+    /// The request id, when there is one.
+    pub request_id: Option<String>,
+}
+
+/// The rollback request on the Release that Rewind has not answered yet, if any: one whose
+/// id (or, without an id, whose value) is not the one `status.handled` records.
+pub fn pending(release: &Release) -> Option<Pending> {
+    let a = release.annotations();
+    let to = a.get(labels::ROLLBACK_TO).filter(|v| !v.is_empty())?;
+    let handled = release.status.as_ref().and_then(|s| s.handled.as_ref());
+    let id = a.get(labels::REQUEST_ID).filter(|v| !v.is_empty());
+    let answered = match id {
+        Some(id) => handled.and_then(|h| h.request_id.as_deref()) == Some(id.as_str()),
+        None => handled.and_then(|h| h.rollback_to.as_deref()) == Some(to.as_str()),
+    };
+    (!answered).then(|| Pending {
+        to: to.clone(),
+        requested_by: a.get(labels::REQUESTED_BY).cloned(),
+        request_id: id.cloned(),
+    })
 }
 
 /// A condition.
@@ -304,6 +336,7 @@ pub fn status(release: &Release, pods: &[PodView]) -> StatusView {
             .collect(),
         blocked: st.blocked.clone(),
         contested: st.contested.clone(),
+        pending: pending(release),
         rollback: st.rollback.clone().map(|rollback| RollbackView {
             timeline: timeline(&rollback),
             rollback,
@@ -396,6 +429,15 @@ fn next_steps(release: &Release, view: &StatusView) -> Vec<Next> {
             });
         }
         return next;
+    }
+    if let Some(p) = &view.pending {
+        next.push(Next {
+            why: format!(
+                "Rewind has not answered the request for {} yet; if it does not, check that the operator runs",
+                p.to
+            ),
+            command: "kubectl get pods -A -l app.kubernetes.io/name=rewind".into(),
+        });
     }
     let stalled = view
         .conditions

@@ -536,6 +536,14 @@ pub fn status(v: &StatusView, now: Timestamp, paint: Paint) -> String {
             }
         );
     }
+    if let Some(p) = &v.pending {
+        let _ = writeln!(
+            out,
+            "  Pending:  {} asked for a rollback to {}; Rewind has not answered yet",
+            p.requested_by.as_deref().unwrap_or("someone"),
+            paint.yellow(&p.to)
+        );
+    }
     if v.stale {
         let _ = writeln!(
             out,

@@ -237,21 +237,7 @@ fn answered(st: &ReleaseStatus, id: &str) -> bool {
 
 /// A rollback request on the Release that Rewind has not answered yet: (value, who).
 fn pending_request(release: &Release) -> Option<(String, String)> {
-    let a = release.annotations();
-    let value = a.get(labels::ROLLBACK_TO).filter(|v| !v.is_empty())?;
-    let handled = release.status.as_ref().and_then(|s| s.handled.as_ref());
-    let done = match a.get(labels::REQUEST_ID) {
-        Some(id) => handled.and_then(|h| h.request_id.as_deref()) == Some(id.as_str()),
-        None => handled.and_then(|h| h.rollback_to.as_deref()) == Some(value.as_str()),
-    };
-    (!done).then(|| {
-        (
-            value.clone(),
-            a.get(labels::REQUESTED_BY)
-                .cloned()
-                .unwrap_or_else(|| "someone".into()),
-        )
-    })
+    model::pending(release).map(|p| (p.to, p.requested_by.unwrap_or_else(|| "someone".into())))
 }
 
 /// Merge-patch annotations, only if the Release is still at `rv`: a change in between (another
@@ -428,21 +414,7 @@ pub async fn rollback(conn: &Conn, args: RollbackArgs) -> Result<ExitCode, Failu
         refused: Some(r), ..
     }) = &preview
     {
-        let view = model::status(&with_annotations(&release, &set), &[]);
-        let mut f = Failure::failed(format!(
-            "Rewind would refuse the rollback of {name} to {to} ({}): {}",
-            r.reason, r.message
-        ))
-        .hint("nothing was changed");
-        if r.reason == crate::reasons::IRREVERSIBLE_MIGRATION {
-            f = f.hint(format!(
-                "to roll back anyway: kubectl rewind rollback {name} --to {to} --allow-irreversible -n {ns}"
-            ));
-        }
-        for n in view.next {
-            f = f.hint(format!("{}: {}", n.why, n.command));
-        }
-        return Err(f);
+        return Err(refusal(&release, &name, &ns, &to, r));
     }
     let pending_check = |r: &Release| {
         match pending_request(r) {
@@ -577,6 +549,58 @@ fn print_rollback(
         }),
         output,
     )
+}
+
+/// A refusal the planner predicts, in the words of its condition (without the preamble that
+/// names the annotation), with what to do about it.
+fn refusal(release: &Release, name: &str, ns: &str, to: &str, r: &Refused) -> Failure {
+    let message = r
+        .message
+        .split_once(" refused: ")
+        .map_or(r.message.as_str(), |(_, why)| why);
+    let message = message.trim_end_matches("; nothing was changed");
+    let mut f = Failure::failed(format!(
+        "Rewind would refuse the rollback of {name} to {to} ({}): {message}",
+        r.reason
+    ))
+    .hint("nothing was changed");
+    let history = release
+        .status
+        .as_ref()
+        .map(|s| s.history.as_slice())
+        .unwrap_or_default();
+    match r.reason.as_str() {
+        crate::reasons::IRREVERSIBLE_MIGRATION => {
+            f = f.hint(format!(
+                "to roll back anyway: kubectl rewind rollback {name} --to {to} --allow-irreversible -n {ns}"
+            ))
+        }
+        crate::reasons::TARGET_NOT_HEALTHY | crate::reasons::UNKNOWN_VERSION => {
+            let live = release.status.as_ref().and_then(|s| s.revision);
+            let healthy: Vec<String> = history
+                .iter()
+                .filter(|h| h.healthy_at.is_some() && h.outcome != crate::api::Outcome::Failed)
+                .filter(|h| Some(h.revision) != live)
+                .map(|h| format!("{} (revision {})", h.version, h.revision))
+                .collect();
+            f = f.hint(if healthy.is_empty() {
+                "no revision other than the live one was ever healthy".to_owned()
+            } else {
+                format!("healthy before: {}", healthy.join(", "))
+            });
+        }
+        crate::reasons::MIGRATION_FAILED => {
+            f = f.hint(format!(
+                "go on from the failed step once it is fixed: kubectl rewind retry {name} -n {ns}"
+            ))
+        }
+        _ => {
+            f = f.hint(format!(
+                "where it stands: kubectl rewind status {name} -n {ns}"
+            ))
+        }
+    }
+    f
 }
 
 /// The irreversible versions the rollback crosses when every override is given.
