@@ -35,9 +35,11 @@ pub struct Cli {
 
 /// Flags every command takes, as kubectl spells them.
 #[derive(Args, Debug, Clone)]
+#[command(next_help_heading = "Global options")]
 pub struct Global {
-    /// Path to the kubeconfig file (default: $KUBECONFIG, then ~/.kube/config).
-    #[arg(long, global = true, env = "KUBECONFIG", value_name = "PATH")]
+    /// Path to the kubeconfig file (default: $KUBECONFIG, which may list several files, then
+    /// ~/.kube/config).
+    #[arg(long, global = true, value_name = "PATH")]
     kubeconfig: Option<std::path::PathBuf>,
     /// The kubeconfig context to use (default: the current context).
     #[arg(long, global = true, value_name = "NAME")]
@@ -49,7 +51,7 @@ pub struct Global {
     #[arg(long, global = true, default_value = "30s", value_name = "DUR")]
     request_timeout: Duration,
     /// Colour: on a terminal only (auto), always or never. NO_COLOR set means never.
-    #[arg(long, global = true, value_enum, default_value_t = Color::Auto)]
+    #[arg(long, global = true, value_enum, default_value_t = Color::Auto, hide_possible_values = true)]
     color: Color,
 }
 
@@ -86,7 +88,14 @@ enum Command {
         /// Releases of every namespace.
         #[arg(short = 'A', long)]
         all_namespaces: bool,
-        #[arg(short = 'o', long, value_enum, default_value_t)]
+        /// Output format: table, json or yaml (docs/cli.md lists the fields).
+        #[arg(
+            short = 'o',
+            long,
+            value_enum,
+            default_value_t,
+            hide_possible_values = true
+        )]
         output: Output,
     },
     /// Show a Release's revisions, newest first: digests, schema, commit, outcome, failure.
@@ -99,7 +108,14 @@ enum Command {
         /// Show this revision in full.
         #[arg(long, value_name = "N")]
         revision: Option<i64>,
-        #[arg(short = 'o', long, value_enum, default_value_t)]
+        /// Output format: table, json or yaml (docs/cli.md lists the fields).
+        #[arg(
+            short = 'o',
+            long,
+            value_enum,
+            default_value_t,
+            hide_possible_values = true
+        )]
         output: Output,
     },
     /// Show what runs and what is wanted, the rollback's timeline, the pods, and what to do next.
@@ -115,7 +131,14 @@ enum Command {
         /// With --watch: stop after this long (exit 3).
         #[arg(long, value_name = "DUR")]
         timeout: Option<Duration>,
-        #[arg(short = 'o', long, value_enum, default_value_t)]
+        /// Output format: table, json or yaml (docs/cli.md lists the fields).
+        #[arg(
+            short = 'o',
+            long,
+            value_enum,
+            default_value_t,
+            hide_possible_values = true
+        )]
         output: Output,
     },
     /// Ask Rewind to roll a Release back (annotation rewind.dev/rollback-to on the Release).
@@ -181,7 +204,14 @@ pub struct RollbackArgs {
     /// Print what the rollback would do and change nothing.
     #[arg(long)]
     dry_run: bool,
-    #[arg(short = 'o', long, value_enum, default_value_t)]
+    /// Output format: table, json or yaml (docs/cli.md lists the fields).
+    #[arg(
+        short = 'o',
+        long,
+        value_enum,
+        default_value_t,
+        hide_possible_values = true
+    )]
     output: Output,
 }
 
@@ -228,7 +258,8 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Retry { release } => request::retry(&conn, &release).await,
         Command::Pause { release, reason } => request::pause(&conn, &release, reason).await,
         Command::Resume { release } => request::resume(&conn, &release).await,
-        Command::Completion { .. } => unreachable!("handled above"),
+        // Printed above, before connecting.
+        Command::Completion { .. } => Ok(ExitCode::SUCCESS),
     }
 }
 
@@ -239,5 +270,52 @@ mod tests {
     #[test]
     fn the_command_line_is_consistent() {
         super::Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn completion_scripts_know_every_command() {
+        for shell in [
+            clap_complete::Shell::Bash,
+            clap_complete::Shell::Zsh,
+            clap_complete::Shell::Fish,
+        ] {
+            let mut out = Vec::new();
+            clap_complete::generate(
+                shell,
+                &mut super::Cli::command(),
+                "kubectl-rewind",
+                &mut out,
+            );
+            let script = String::from_utf8(out).unwrap();
+            for command in [
+                "list", "history", "status", "rollback", "retry", "pause", "resume",
+            ] {
+                assert!(script.contains(command), "{shell}: no {command}");
+            }
+            assert!(
+                script.contains("allow-irreversible"),
+                "{shell}: flags missing"
+            );
+        }
+    }
+
+    #[test]
+    fn usage_errors_exit_2_and_rollback_defaults_to_previous() {
+        use clap::Parser;
+        let e = super::Cli::try_parse_from(["kubectl-rewind", "rollback"]).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        let e =
+            super::Cli::try_parse_from(["kubectl-rewind", "status", "a", "-o", "xml"]).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        let cli =
+            super::Cli::try_parse_from(["kubectl-rewind", "rollback", "shop", "-n", "x"]).unwrap();
+        match cli.command {
+            super::Command::Rollback(a) => {
+                assert_eq!(a.to, "previous");
+                assert!(!a.wait && !a.dry_run);
+            }
+            other => panic!("parsed as {other:?}"),
+        }
+        assert_eq!(cli.global.namespace.as_deref(), Some("x"));
     }
 }
