@@ -126,11 +126,17 @@ pub async fn history(
 /// The Release's pods (label `rewind.dev/release`), as decisions see them.
 async fn pods(conn: &Conn, name: &str) -> Result<Vec<PodView>, Failure> {
     let api: Api<Pod> = Api::namespaced(conn.client.clone(), &conn.namespace);
-    let selector = format!("{}={name}", labels::RELEASE);
+    let selector = pod_selector(name);
     match api.list(&ListParams::default().labels(&selector)).await {
         Ok(l) => Ok(l.items.iter().map(PodView::from).collect()),
         Err(e) => Err(conn.api_failure(e, "list", "pods").await),
     }
+}
+
+/// The Release's workload pods: its label, and not a migration Job's pod (which carries the
+/// label too).
+fn pod_selector(name: &str) -> String {
+    format!("{}={name},!{}", labels::RELEASE, labels::MIGRATION)
 }
 
 /// `status`, once or `--watch`ing.
@@ -185,7 +191,7 @@ async fn follow(conn: &Conn, name: &str, output: Output) -> Result<ExitCode, Fai
         writer,
         watcher(
             pod_api,
-            watcher::Config::default().labels(&format!("{}={name}", labels::RELEASE)),
+            watcher::Config::default().labels(&pod_selector(name)),
         ),
     )
     .default_backoff()

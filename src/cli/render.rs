@@ -635,13 +635,14 @@ fn rollback(
         let delta = if s.step == "detected" {
             String::new()
         } else {
-            format!("(+{})", span(step))
+            format!("(+{})", human(step.round() as i64))
         };
+        // Whole seconds: status times carry no fraction.
         let line = format!(
             "  {:<18}{}  +{:<8}{:<10}{}",
             s.step.replace('-', " "),
             s.at.0.strftime("%H:%M:%S"),
-            span(s.after_seconds),
+            human(s.after_seconds.round() as i64),
             delta,
             s.detail.as_deref().unwrap_or_default()
         );

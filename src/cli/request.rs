@@ -335,6 +335,18 @@ fn not_acknowledged(conn: &Conn, name: &str, what: &str, undo: Option<&str>) -> 
     }
 }
 
+/// The `kubectl annotate` arguments that take a rollback request off a Release.
+fn withdraw() -> String {
+    [
+        labels::ROLLBACK_TO,
+        labels::REQUEST_ID,
+        labels::REQUESTED_BY,
+        labels::REASON,
+    ]
+    .map(|k| format!("{k}-"))
+    .join(" ")
+}
+
 /// `rollback`.
 pub async fn rollback(conn: &Conn, args: RollbackArgs) -> Result<ExitCode, Failure> {
     let started = Instant::now();
@@ -370,8 +382,8 @@ pub async fn rollback(conn: &Conn, args: RollbackArgs) -> Result<ExitCode, Failu
             "follow it: kubectl rewind status {name} -n {ns} --watch"
         ))
         .hint(format!(
-            "or withdraw it first: kubectl annotate release {name} -n {ns} {}-",
-            labels::ROLLBACK_TO
+            "or withdraw it first: kubectl annotate release {name} -n {ns} {}",
+            withdraw()
         )));
     }
     let who = conn.whoami().await;
@@ -441,7 +453,7 @@ pub async fn rollback(conn: &Conn, args: RollbackArgs) -> Result<ExitCode, Failu
             conn,
             &name,
             "rollback request",
-            Some(&format!("{}- {}-", labels::ROLLBACK_TO, labels::REQUEST_ID)),
+            Some(&withdraw()),
         ));
     };
     let accepted = conditions::get(&st.conditions, conditions::MANUAL_ROLLBACK);
