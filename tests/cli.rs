@@ -315,6 +315,39 @@ async fn who_am_i(f: &Fixture) -> String {
         .expect("the SelfSubjectReview names a user")
 }
 
+/// The resourceVersions of Release shop and Deployment shop once neither changed for 2 s
+/// (at most 30 s).
+async fn quiet_resource_versions(f: &Fixture) -> (String, String) {
+    let read = async || {
+        let r = release_json(f).await["metadata"]["resourceVersion"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let d = f
+            .deployments
+            .get("shop")
+            .await
+            .unwrap()
+            .resource_version()
+            .unwrap_or_default();
+        (r, d)
+    };
+    let deadline = Instant::now() + secs(30);
+    let mut last = read().await;
+    loop {
+        tokio::time::sleep(secs(2)).await;
+        let now = read().await;
+        if now == last {
+            return now;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "Release shop or Deployment shop kept changing for 30 s with no operator running"
+        );
+        last = now;
+    }
+}
+
 // ------------------------------------------------------------------------------- tests
 
 /// 1.0.0 Healthy, then 1.1.0 crash-loops and Rewind rolls it back by itself: `list`,
@@ -695,17 +728,13 @@ async fn rollback_dry_run_changes_nothing_and_names_from_and_to() {
     let ns = f.ns.name().to_owned();
     let r = healthy_v1_then_v1_1(&f).await;
     let digest = recorded_digest(&r, 1);
-    // No operator from here on: nothing but the CLI could change the two objects, so an
-    // unchanged resourceVersion means the CLI wrote nothing. A dry run needs no operator.
+    // No operator from here on, and the two objects left alone until neither changed for 2 s
+    // (the controller-manager may still write the Deployment's status after the rollout, and
+    // a status write of the killed operator may still land): nothing but the CLI could change
+    // them now, so an unchanged resourceVersion means the CLI wrote nothing. A dry run needs
+    // no operator.
     f.op.kill();
-    let rv = |v: &Value| {
-        v["metadata"]["resourceVersion"]
-            .as_str()
-            .unwrap()
-            .to_owned()
-    };
-    let release_rv = rv(&release_json(&f).await);
-    let deployment_rv = f.deployments.get("shop").await.unwrap().resource_version();
+    let (release_rv, deployment_rv) = quiet_resource_versions(&f).await;
 
     let table = cli(&ns, &["rollback", "shop", "--to", "1.0.0", "--dry-run"]).await;
     let json_run = cli(
@@ -724,14 +753,19 @@ async fn rollback_dry_run_changes_nothing_and_names_from_and_to() {
 
     let after = release_json(&f).await;
     assert_eq!(
-        rv(&after),
+        after["metadata"]["resourceVersion"].as_str().unwrap(),
         release_rv,
         "a dry run changed the Release:\n{}\n{}",
         shown(&after),
         table.shown()
     );
     assert_eq!(
-        f.deployments.get("shop").await.unwrap().resource_version(),
+        f.deployments
+            .get("shop")
+            .await
+            .unwrap()
+            .resource_version()
+            .unwrap_or_default(),
         deployment_rv,
         "a dry run changed the Deployment\n{}",
         table.shown()
