@@ -8,7 +8,7 @@ CLUSTER_DIR := $(CURDIR)/target/cluster
 export KUBECONFIG_LOCAL := $(CLUSTER_DIR)/kubeconfig
 
 .PHONY: help build crds crds-check lint fmt unit test run cluster-up cluster-down cluster-status
-.PHONY: image deploy deploy-check
+.PHONY: image deploy deploy-check install-plugin
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -35,6 +35,14 @@ deploy-check: ## Fail when deploy/rewind.yaml differs from the chart's render
 	@deploy/render.sh > target/deploy.check.yaml
 	@diff -u deploy/rewind.yaml target/deploy.check.yaml || { echo "deploy/rewind.yaml is stale: run 'make deploy' and commit" >&2; exit 1; }
 	@echo "deploy/ matches the chart"
+
+# Where `make install-plugin` puts kubectl-rewind: cargo's bin dir (~/.cargo/bin) unless
+# PREFIX is given (then PREFIX/bin).
+PREFIX ?=
+
+install-plugin: ## Install the kubectl plugin (kubectl-rewind, run as `kubectl rewind`) into ~/.cargo/bin or PREFIX/bin
+	$(CARGO) install --locked --path . --bin kubectl-rewind $(if $(PREFIX),--root $(PREFIX))
+	@echo "kubectl-rewind installed; with its directory on PATH, try: kubectl rewind --help"
 
 fmt: ## Format the code
 	$(CARGO) fmt --all

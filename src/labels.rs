@@ -14,6 +14,14 @@ pub const ROLLBACK_TO: &str = "rewind.dev/rollback-to";
 pub const RETRY: &str = "rewind.dev/retry";
 /// On a Release: who asked for the manual rollback or retry (set by `kubectl rewind`).
 pub const REQUESTED_BY: &str = "rewind.dev/requested-by";
+/// On a Release: makes a `rollback-to` request distinct (new per request, set by
+/// `kubectl rewind`), so asking for the same version twice is two requests.
+pub const REQUEST_ID: &str = "rewind.dev/request-id";
+/// On a Release: why a person asked for the manual rollback (free text, kept on the rollback).
+pub const REASON: &str = "rewind.dev/reason";
+/// On a Release: any non-empty value but `false` pauses it as `spec.paused` does; the value
+/// says who and why. An annotation, so pausing never edits the spec GitOps owns.
+pub const PAUSED: &str = "rewind.dev/paused";
 /// On a Release: versions (comma-separated) whose irreversible migration a manual rollback may
 /// cross.
 pub const ALLOW_IRREVERSIBLE: &str = "rewind.dev/allow-irreversible";

@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod cli;
 pub mod controller;
 pub(crate) mod decide;
 pub mod http;

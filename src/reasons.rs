@@ -33,7 +33,8 @@ reasons! {
     PROGRESSING = "Progressing";
     /// The live revision runs and is healthy.
     HEALTHY = "Healthy";
-    /// `spec.paused` is set: Rewind neither deploys nor rolls back.
+    /// `spec.paused` or the annotation `rewind.dev/paused` is set: Rewind neither deploys nor
+    /// rolls back.
     PAUSED = "Paused";
     /// The target Deployment does not exist.
     TARGET_NOT_FOUND = "TargetNotFound";

@@ -402,6 +402,35 @@ async fn manual_rollback_by_annotation_on_the_deployment() {
     assert_eq!(r.status.unwrap().rollback.unwrap().trigger, Trigger::Manual);
 }
 
+/// What `kubectl rewind rollback` waits for: its request id in `status.handled.requestId`,
+/// written with the ManualRollback condition that answers it; a new id is a new request.
+#[tokio::test]
+async fn a_request_id_is_answered_with_the_manual_rollback_condition() {
+    let f = Fixture::new("manual_request_id").await;
+    f.healthy_v1().await;
+    for id in ["req-a", "req-b"] {
+        f.annotate(&f.releases, "shop", "rewind.dev/request-id", Some(id))
+            .await;
+        f.annotate(&f.releases, "shop", "rewind.dev/rollback-to", Some("9.9.9"))
+            .await;
+        let r = f
+            .release_until(&format!("request {id} answered"), secs(20), |r| {
+                r.status
+                    .as_ref()
+                    .and_then(|s| s.handled.as_ref())
+                    .and_then(|h| h.request_id.as_deref())
+                    == Some(id)
+            })
+            .await;
+        let c = condition(&r, "ManualRollback").expect("answered with the condition");
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("False", "UnknownVersion")
+        );
+        assert!(r.status.as_ref().unwrap().rollback.is_none());
+    }
+}
+
 #[tokio::test]
 async fn manual_rollback_to_an_unknown_version_is_refused_and_changes_nothing() {
     let f = Fixture::new("manual_unknown").await;

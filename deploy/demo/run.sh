@@ -56,19 +56,22 @@ say "shipping 2.0.0, whose pods never become Ready (readiness timeout 15s in the
 k patch rls shop --type merge -p "{\"spec\":{\"version\":\"2.0.0\",\"images\":[{\"container\":\"api\",\"image\":\"$REGISTRY/demo/unready/shop-api:2.0.0\"}]}}"
 show_until 90 RolledBack
 
-say "what Rewind recorded"
-k get rls shop -o jsonpath='{.status.rollback}{"\n"}'
-echo
-k get rls shop -o jsonpath='{range .status.conditions[*]}  {.type}={.status} ({.reason}): {.message}{"\n"}{end}'
 echo "Deployment image now: $(k get deploy shop -o jsonpath='{.spec.template.spec.containers[0].image}')"
 
-say "Events on the Release"
+say "what Rewind recorded: the Events on the Release"
 k get events --field-selector involvedObject.kind=Release,involvedObject.name=shop --sort-by=.metadata.creationTimestamp \
   -o custom-columns=TYPE:.type,REASON:.reason,MESSAGE:.message --no-headers 2>/dev/null \
   || k get events --sort-by=.metadata.creationTimestamp
 
+say "what Rewind recorded: kubectl rewind status shop"
+target/debug/kubectl-rewind -n "$NS" status shop
+
+say "the revisions: kubectl rewind history shop"
+target/debug/kubectl-rewind -n "$NS" history shop
+
 say "done"
-echo "2.0.0 stays blocked until spec.version changes or: kubectl -n $NS annotate rls shop rewind.dev/retry=1"
-echo "roll back by hand: kubectl -n $NS annotate rls shop rewind.dev/rollback-to=<version>"
+echo "2.0.0 stays blocked until spec.version changes or: target/debug/kubectl-rewind -n $NS retry shop"
+echo "roll back by hand: target/debug/kubectl-rewind -n $NS rollback shop --to <version> --wait"
+echo "(make install-plugin puts kubectl-rewind on PATH: then 'kubectl rewind …')"
 [ "${DEMO_KEEP:-0}" = 1 ] && { echo "operator still running (pid $OPERATOR); KUBECONFIG=$KUBECONFIG"; wait $OPERATOR; }
 exit 0

@@ -82,7 +82,8 @@ pub struct ReleaseSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy_ref: Option<PolicyRef>,
 
-    /// When true, Rewind neither deploys nor rolls back this Release.
+    /// When true, Rewind neither deploys nor rolls back this Release (nor while the
+    /// annotation rewind.dev/paused is set, which pauses without editing the spec).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub paused: bool,
 }
@@ -419,7 +420,7 @@ pub enum Phase {
     RolledBack,
     /// Rewind could not act (see conditions).
     Failed,
-    /// spec.paused is set.
+    /// spec.paused or the annotation rewind.dev/paused is set.
     Paused,
 }
 
@@ -715,6 +716,10 @@ pub struct Rollback {
     /// Who asked, for manual rollbacks, when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requested_by: Option<String>,
+    /// Why, in the words of the person who asked (`rewind.dev/reason` on the Release), for
+    /// manual rollbacks asked for on the Release.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_reason: Option<String>,
     /// Where it stands: MigratingDown (when the policy's order is BeforeRollback and the
     /// schema changes), RestoringImages, Verifying, MigratingDownAfter (order AfterRollback),
     /// then Succeeded or Failed.
@@ -786,6 +791,11 @@ pub struct Handled {
     /// Value of `rewind.dev/rollback-to` on the Release last acted on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollback_to: Option<String>,
+    /// `rewind.dev/request-id` of the last `rewind.dev/rollback-to` request on the Release
+    /// that Rewind answered, accepted or refused (the ManualRollback condition, written with
+    /// it, says which): a client that set the id waits for it here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
     /// Value of `rewind.dev/rollback-to` on the Deployment last acted on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_rollback_to: Option<String>,

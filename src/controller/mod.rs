@@ -5,7 +5,7 @@
 mod deploy;
 mod error;
 mod jobs;
-mod observe;
+pub(crate) mod observe;
 mod policy;
 mod reconcile;
 mod trim;
@@ -139,6 +139,9 @@ fn release_predicate(r: &Release) -> Option<u64> {
     r.metadata.labels.hash(&mut h);
     for key in [
         labels::ROLLBACK_TO,
+        labels::REQUEST_ID,
+        labels::REASON,
+        labels::PAUSED,
         labels::RETRY,
         labels::REQUESTED_BY,
         labels::ALLOW_IRREVERSIBLE,
@@ -401,8 +404,15 @@ mod tests {
             ..Default::default()
         });
         assert_eq!(release_predicate(&r), base);
-        r.annotations_mut()
-            .insert(labels::ROLLBACK_TO.into(), "1.0.0".into());
-        assert_ne!(release_predicate(&r), base);
+        for key in [
+            labels::ROLLBACK_TO,
+            labels::REQUEST_ID,
+            labels::REASON,
+            labels::PAUSED,
+        ] {
+            let mut r = r.clone();
+            r.annotations_mut().insert(key.into(), "1.0.0".into());
+            assert_ne!(release_predicate(&r), base, "{key}");
+        }
     }
 }

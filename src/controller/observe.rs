@@ -101,38 +101,89 @@ fn job_views<'a>(
 /// Straight from the API server: the caches may be behind (a watch that was cut, an outage),
 /// and a failure verdict must not be taken from what may no longer be true.
 pub(super) async fn from_api(ctx: &Context, release: &Release, ns: &str) -> Result<Seen, Error> {
+    let f = fetch(&ctx.client, release, ns)
+        .await
+        .map_err(|(what, e)| Error::Confirm(what, e))?;
+    seen(
+        ctx,
+        release,
+        ns,
+        f.deployment,
+        &f.replica_sets,
+        f.pods,
+        f.jobs,
+    )
+    .await
+}
+
+/// What the planner would look at now, read from the API server, for a Release Rewind has
+/// taken over (no adoption pods): `kubectl rewind rollback --dry-run` plans with it. An error
+/// names what could not be read.
+pub(crate) async fn read(
+    client: &Client,
+    release: &Release,
+    ns: &str,
+) -> Result<Observed, (String, kube::Error)> {
+    let f = fetch(client, release, ns).await?;
+    let uid = f.deployment.as_ref().and_then(|d| d.metadata.uid.clone());
+    Ok(Observed {
+        workload: f.deployment.as_ref().map(Workload::from),
+        pods: owned_pods(uid.as_deref().unwrap_or_default(), &f.replica_sets, f.pods),
+        jobs: f.jobs,
+    })
+}
+
+/// The target Deployment (trimmed) and the Release's ReplicaSets, pods and Jobs, as the API
+/// server has them now.
+struct Fetched {
+    deployment: Option<Deployment>,
+    replica_sets: Vec<ReplicaSetView>,
+    pods: Vec<PodView>,
+    jobs: Vec<JobView>,
+}
+
+async fn fetch(
+    client: &Client,
+    release: &Release,
+    ns: &str,
+) -> Result<Fetched, (String, kube::Error)> {
     let name = release.name_any();
     let target = &release.spec.target.name;
     let by_label = ListParams::default().labels(&format!("{}={name}", labels::RELEASE));
-    let mut deployment = Api::<Deployment>::namespaced(ctx.client.clone(), ns)
+    let mut deployment = Api::<Deployment>::namespaced(client.clone(), ns)
         .get_opt(target)
         .await
-        .map_err(|e| Error::Confirm(format!("Deployment {target}"), e))?;
+        .map_err(|e| (format!("Deployment {target}"), e))?;
     if let Some(d) = deployment.as_mut() {
         trim::deployment(d);
     }
-    let replica_sets: Vec<ReplicaSetView> = Api::<ReplicaSet>::namespaced(ctx.client.clone(), ns)
+    let replica_sets: Vec<ReplicaSetView> = Api::<ReplicaSet>::namespaced(client.clone(), ns)
         .list(&by_label)
         .await
-        .map_err(|e| Error::Confirm(format!("the ReplicaSets of Release {name}"), e))?
+        .map_err(|e| (format!("the ReplicaSets of Release {name}"), e))?
         .items
         .iter()
         .map(ReplicaSetView::from)
         .collect();
-    let raw_pods = Api::<Pod>::namespaced(ctx.client.clone(), ns)
+    let raw_pods = Api::<Pod>::namespaced(client.clone(), ns)
         .list(&by_label)
         .await
-        .map_err(|e| Error::Confirm(format!("the pods of Release {name}"), e))?
+        .map_err(|e| (format!("the pods of Release {name}"), e))?
         .items;
     let raw_pods: Vec<&Pod> = raw_pods.iter().collect();
-    let jobs = Api::<Job>::namespaced(ctx.client.clone(), ns)
+    let jobs = Api::<Job>::namespaced(client.clone(), ns)
         .list(&by_label)
         .await
-        .map_err(|e| Error::Confirm(format!("the migration Jobs of Release {name}"), e))?
+        .map_err(|e| (format!("the migration Jobs of Release {name}"), e))?
         .items;
     let jobs = job_views(release, jobs.iter(), &raw_pods);
     let pods: Vec<PodView> = raw_pods.iter().map(|p| PodView::from(*p)).collect();
-    seen(ctx, release, ns, deployment, &replica_sets, pods, jobs).await
+    Ok(Fetched {
+        deployment,
+        replica_sets,
+        pods,
+        jobs,
+    })
 }
 
 /// Keep the pods of the target's own ReplicaSets, and add the pods the Deployment ran before

@@ -541,6 +541,7 @@ async fn execute(
             trigger = rb.trigger.as_str(),
             reason = %rb.reason,
             requested_by = rb.requested_by.as_deref().unwrap_or(""),
+            request_reason = rb.request_reason.as_deref().unwrap_or(""),
             result,
             detected_at = %rb.detected_at.0,
             images_restored_at = %rb.images_restored_at.as_ref().map(|t| t.0.to_string()).unwrap_or_default(),

@@ -12,7 +12,7 @@
 //! - `rollback.rs`: a failure, then start → restore images → verify → finish, and cooldown;
 //! - `migrate.rs`: migration Jobs: the up gate before a rollout, the down steps of a rollback
 //!   (which revisions' migrations it undoes, irreversible ones), following each Job;
-//! - `requests.rs`: what people ask by annotation (manual rollback, retry);
+//! - `requests.rs`: what people ask by annotation (manual rollback, retry, pause);
 //! - `contest.rs`: another field manager changing an image Rewind owns (put back, or stop);
 //! - `history.rs`: the history cap, choosing a rollback target, digests already known;
 //! - `views.rs`: the Deployment and Pods as the planner sees them; `policy.rs`: a policy with
@@ -45,6 +45,7 @@ use crate::{
 };
 use clock::Blind;
 pub use policy::{Policy, PolicyError};
+pub use requests::{paused, paused_by};
 use views::Observed;
 
 /// Everything a decision looks at.
@@ -161,7 +162,7 @@ impl Note {
 /// Deployment ran before Rewind, which carry no label of ours.
 pub fn adopting(release: &Release, deployment_uid: Option<&str>) -> bool {
     let status = release.status.as_ref();
-    !release.spec.paused
+    paused(release).is_none()
         && (status.is_none_or(|s| s.history.is_empty())
             || status
                 .and_then(|s| s.target_uid.as_deref())

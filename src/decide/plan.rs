@@ -214,20 +214,29 @@ impl<'a> Planner<'a> {
 
     pub(super) fn run(&mut self) {
         let spec = &self.release.spec;
-        if spec.paused {
-            if self.status.phase != Some(Phase::Paused) {
-                self.note(
-                    Normal,
-                    reasons::PAUSED,
-                    "spec.paused is set: Rewind neither deploys nor rolls back",
-                );
-            }
-            self.set_phase(
-                Phase::Paused,
-                reasons::PAUSED,
-                "spec.paused is set: Rewind neither deploys nor rolls back",
+        if let Some(why) = super::paused(self.release) {
+            let msg = bounded(
+                &format!("{why}: Rewind neither deploys nor rolls back"),
+                MESSAGE_MAX,
             );
+            // Said once per pause, and again when who paused it (or why) changes.
+            let said = self.status.phase == Some(Phase::Paused)
+                && conditions::get(&self.status.conditions, conditions::READY)
+                    .is_some_and(|c| c.message == msg);
+            if !said {
+                self.note(Normal, reasons::PAUSED, msg.clone());
+            }
+            self.set_phase(Phase::Paused, reasons::PAUSED, msg);
             return;
+        }
+        if self.status.phase == Some(Phase::Paused) {
+            // The pause was lifted. Not every step below sets a phase (putting back an
+            // overridden image does not): none may leave the Release said to be paused.
+            self.set_phase(
+                Phase::Progressing,
+                reasons::PROGRESSING,
+                "no longer paused: Rewind looks at the Release again",
+            );
         }
         if let Some(other) = self.input.claimed_by.clone() {
             let msg = format!(

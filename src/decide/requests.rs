@@ -1,9 +1,11 @@
 //! What people ask for by annotation: `rewind.dev/retry` (unblock a rolled-back version) and
 //! `rewind.dev/rollback-to` (a manual rollback, on the Release or its Deployment), each acted on
-//! once per distinct value.
+//! once per distinct value (or request id), and `rewind.dev/paused` (hold the Release as
+//! `spec.paused` does).
 //!
 //! Annotation values are anyone's text: what is kept of them in status is bounded
-//! ([`bounded_key`] for the values kept to compare, [`bounded`] for who asked and for messages).
+//! ([`bounded_key`] for the values kept to compare, [`bounded`] for who asked, the reason given
+//! and messages).
 
 use super::{
     EventKind::{Normal, Warning},
@@ -11,15 +13,39 @@ use super::{
     health::Failing,
     history::choose_target,
     plan::Planner,
-    text::{MESSAGE_MAX, NAME_MAX, bounded, bounded_key},
+    rollback::Asked,
+    text::{DETAIL_MAX, MESSAGE_MAX, NAME_MAX, bounded, bounded_key},
     views::Workload,
 };
 use crate::{
-    api::{Failure, Handled, MigrationStep, Outcome, Revision, RollbackTarget, Trigger},
+    api::{Failure, Handled, MigrationStep, Outcome, Release, Revision, RollbackTarget, Trigger},
     labels, reasons,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
+
+/// Who paused the Release and why: the value of `rewind.dev/paused` (trimmed, bounded), when
+/// it pauses, that is when it is neither empty nor `false` (in any case).
+pub fn paused_by(release: &Release) -> Option<String> {
+    release
+        .annotations()
+        .get(labels::PAUSED)
+        .map(|v| v.trim())
+        .filter(|v| !v.is_empty() && !v.eq_ignore_ascii_case("false"))
+        .map(|v| bounded(v, DETAIL_MAX))
+}
+
+/// What holds the Release, for a person (`spec.paused`, the annotation, or both), or `None`
+/// when nothing does. Paused, Rewind neither deploys nor rolls back.
+pub fn paused(release: &Release) -> Option<String> {
+    let annotation =
+        paused_by(release).map(|who| format!("annotation {} is set ({who})", labels::PAUSED));
+    match (release.spec.paused, annotation) {
+        (true, Some(a)) => Some(format!("spec.paused is set and {a}")),
+        (true, None) => Some("spec.paused is set".into()),
+        (false, a) => a,
+    }
+}
 
 impl Planner<'_> {
     pub(super) fn handle_retry(&mut self) {
@@ -62,8 +88,10 @@ impl Planner<'_> {
         }
     }
 
-    /// Act on `rewind.dev/rollback-to` (Release first, then Deployment), once per distinct
-    /// value. Returns true when a rollback started.
+    /// Act on `rewind.dev/rollback-to` (Release first, then Deployment), once per request: a
+    /// distinct value, or on the Release a distinct `rewind.dev/request-id`. Every request on
+    /// the Release that is answered records its id in `handled.requestId` in the same status
+    /// as the ManualRollback condition that answers it. Returns true when a rollback started.
     pub(super) fn handle_manual_rollback(&mut self, workload: &Workload) -> bool {
         let on_release = self
             .release
@@ -71,8 +99,20 @@ impl Planner<'_> {
             .get(labels::ROLLBACK_TO)
             .filter(|v| !v.is_empty())
             .cloned();
+        let release_id = self
+            .release
+            .annotations()
+            .get(labels::REQUEST_ID)
+            .filter(|v| !v.is_empty())
+            .map(|v| bounded_key(v, NAME_MAX));
         let on_target = workload.rollback_to.clone();
         for (value, from_target) in [(on_release, false), (on_target, true)] {
+            // The Deployment's requests carry no id: acted on once per value.
+            let id = if from_target {
+                None
+            } else {
+                release_id.clone()
+            };
             let handled = self.status.handled.get_or_insert_with(Handled::default);
             let slot = if from_target {
                 &mut handled.target_rollback_to
@@ -81,12 +121,23 @@ impl Planner<'_> {
             };
             let Some(value) = value else {
                 *slot = None;
+                if !from_target {
+                    handled.request_id = None;
+                }
                 continue;
             };
-            if already_handled(slot.as_deref(), &value) {
+            let new_id = id.is_some() && id != handled.request_id;
+            if already_handled(slot.as_deref(), &value) && !new_id {
                 continue;
             }
             let before = slot.replace(bounded_key(&value, NAME_MAX));
+            // Answered, whatever the answer: a client waiting on its id sees it with the
+            // ManualRollback condition written below.
+            let id_before = if from_target {
+                None
+            } else {
+                std::mem::replace(&mut handled.request_id, id.clone())
+            };
             let source = if from_target {
                 format!(
                     "annotation {} on Deployment {}",
@@ -105,21 +156,27 @@ impl Planner<'_> {
                     );
                     if matches!(refusal, Refusal::Irreversible { .. }) {
                         // Not used up: the request is taken as soon as the override names
-                        // every irreversible version (said once, not on every look).
+                        // every irreversible version (said once, not on every look). Its id
+                        // stays recorded: it was answered. Under a new id the value may be
+                        // the one handled before, which must not count as handled now.
                         let handled = self.status.handled.get_or_insert_with(Handled::default);
                         let slot = if from_target {
                             &mut handled.target_rollback_to
                         } else {
                             &mut handled.rollback_to
                         };
-                        *slot = before;
-                        let said =
-                            conditions::get(&self.status.conditions, conditions::MANUAL_ROLLBACK)
-                                .is_some_and(|c| {
-                                    c.status == "False"
-                                        && c.reason == why
-                                        && c.message == bounded(&msg, MESSAGE_MAX)
-                                });
+                        *slot = if new_id { None } else { before };
+                        // A new request id is a new ask, answered again.
+                        let said = id_before == id
+                            && conditions::get(
+                                &self.status.conditions,
+                                conditions::MANUAL_ROLLBACK,
+                            )
+                            .is_some_and(|c| {
+                                c.status == "False"
+                                    && c.reason == why
+                                    && c.message == bounded(&msg, MESSAGE_MAX)
+                            });
                         if said {
                             continue;
                         }
@@ -140,7 +197,21 @@ impl Planner<'_> {
                     let who = requested_by
                         .clone()
                         .unwrap_or_else(|| "an unnamed user".into());
-                    let message = format!("{who} asked for {shown} ({source})");
+                    // Only the Release's: the Deployment's request has no reason annotation.
+                    let reason = if from_target {
+                        None
+                    } else {
+                        self.release
+                            .annotations()
+                            .get(labels::REASON)
+                            .map(|r| r.trim())
+                            .filter(|r| !r.is_empty())
+                            .map(|r| bounded(r, DETAIL_MAX))
+                    };
+                    let message = match &reason {
+                        Some(why) => format!("{who} asked for {shown} ({source}): {why}"),
+                        None => format!("{who} asked for {shown} ({source})"),
+                    };
                     self.condition(
                         conditions::MANUAL_ROLLBACK,
                         true,
@@ -176,7 +247,11 @@ impl Planner<'_> {
                         message,
                         at: self.now,
                     };
-                    self.start_rollback(&from, &to, cause, requested_by, steps, workload);
+                    let asked = Asked {
+                        by: requested_by,
+                        reason,
+                    };
+                    self.start_rollback(&from, &to, cause, asked, steps, workload);
                     return true;
                 }
             }

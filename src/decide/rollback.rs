@@ -97,7 +97,14 @@ impl Planner<'_> {
             }
             crossing.skip_irreversible(&self.status.history);
         }
-        self.start_rollback(&live, &target, f, None, crossing.steps, workload);
+        self.start_rollback(
+            &live,
+            &target,
+            f,
+            Asked::default(),
+            crossing.steps,
+            workload,
+        );
     }
 
     /// The end of the cooldown after the last automatic rollback, if it has not passed.
@@ -123,7 +130,7 @@ impl Planner<'_> {
         from: &Revision,
         to: &Revision,
         cause: Failing,
-        requested_by: Option<String>,
+        asked: Asked,
         steps: Vec<MigrationStep>,
         workload: &Workload,
     ) {
@@ -156,7 +163,8 @@ impl Planner<'_> {
             trigger,
             reason: why.to_owned(),
             message: message.clone(),
-            requested_by,
+            requested_by: asked.by,
+            request_reason: asked.reason,
             phase: RollbackPhase::RestoringImages,
             job_name: None,
             migrations: steps,
@@ -319,7 +327,10 @@ impl Planner<'_> {
             self.fail_rollback(rb, reasons::ROLLBACK_FAILED, msg);
             return;
         }
-        if rb.phase != RollbackPhase::RestoringImages || self.status.rollback.as_ref() != Some(&rb)
+        // Also when the phase says otherwise: a pause lifted mid-restore left it Paused.
+        if rb.phase != RollbackPhase::RestoringImages
+            || self.status.rollback.as_ref() != Some(&rb)
+            || self.status.phase != Some(Phase::RollingBack)
         {
             let msg = format!(
                 "rolling back {} (revision {}) to {} (revision {}): restoring the images",
@@ -568,4 +579,13 @@ fn seconds_between(from: Timestamp, to: Timestamp) -> f64 {
         .max(0);
     // Any span between two timestamps is under 2^53 ms, exact as an f64.
     ms as f64 / 1000.0
+}
+
+/// Who asked for a manual rollback and why, both bounded already; nobody for an automatic one.
+#[derive(Clone, Debug, Default)]
+pub(super) struct Asked {
+    /// `rewind.dev/requested-by` (on the Release or the Deployment).
+    pub(super) by: Option<String>,
+    /// `rewind.dev/reason` on the Release.
+    pub(super) reason: Option<String>,
 }

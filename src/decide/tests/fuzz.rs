@@ -278,6 +278,12 @@ enum Event {
     TargetGone(bool),
     /// `spec.paused`.
     Paused(bool),
+    /// `rewind.dev/paused` (removed when None).
+    PausedBy(Option<String>),
+    /// `rewind.dev/request-id`.
+    RequestId(String),
+    /// `rewind.dev/reason`.
+    Reason(String),
     /// The Release names a container the Deployment lacks (or not).
     UnknownContainer(bool),
     /// The policy cannot be resolved (or can again).
@@ -322,7 +328,7 @@ fn event() -> impl Strategy<Value = Event> {
         ].prop_map(Event::RollbackTo),
         1 => "[0-9]{1,2}".prop_map(Event::Retry),
         1 => "\\PC{0,2000}".prop_map(Event::RequestedBy),
-        1 => prop_oneof![Just(labels::ROLLBACK_TO), Just(labels::RETRY)].prop_map(Event::Remove),
+        1 => prop_oneof![Just(labels::ROLLBACK_TO), Just(labels::RETRY), Just(labels::REQUEST_ID)].prop_map(Event::Remove),
         1 => any::<bool>().prop_map(Event::Registry),
         1 => Just(Event::DeadlineExceeded),
         1 => (0i32..5).prop_map(Event::Scale),
@@ -332,6 +338,10 @@ fn event() -> impl Strategy<Value = Event> {
         ).prop_map(|(v, who)| Event::DeploymentRollbackTo(v, who)),
         1 => any::<bool>().prop_map(Event::TargetGone),
         1 => any::<bool>().prop_map(Event::Paused),
+        1 => prop::option::of(prop_oneof![Just("false".to_owned()), Just(String::new()), "\\PC{0,600}"])
+            .prop_map(Event::PausedBy),
+        2 => "[a-z0-9]{0,3}|\\PC{0,400}".prop_map(Event::RequestId),
+        1 => "\\PC{0,2000}".prop_map(Event::Reason),
         1 => any::<bool>().prop_map(Event::UnknownContainer),
         1 => any::<bool>().prop_map(Event::PolicyBroken),
         3 => (0..VERSIONS.len()).prop_map(Event::Healthy),
@@ -537,6 +547,33 @@ fn ship(w: &mut World, i: usize, state: Option<PodState>) {
 fn step_checked(w: &mut World, now: i64) -> Result<(), TestCaseError> {
     let before = w.release.status.clone().unwrap_or_default();
     let p = w.at(now).step();
+    // Paused (by spec or annotation): nothing is done and it says so; not paused, it never
+    // says it is.
+    if crate::decide::paused(&w.release).is_some() {
+        prop_assert!(p.apply.is_none() && p.jobs.is_empty(), "acted while paused");
+        prop_assert_eq!(p.status.phase, Some(Phase::Paused));
+    } else {
+        prop_assert_ne!(
+            p.status.phase,
+            Some(Phase::Paused),
+            "paused without a pause"
+        );
+    }
+    // A request id is recorded only with the ManualRollback condition that answers it.
+    let id = |s: &ReleaseStatus| s.handled.as_ref().and_then(|h| h.request_id.clone());
+    if id(&p.status).is_some() && id(&p.status) != id(&before) {
+        prop_assert!(
+            conditions::get(&p.status.conditions, conditions::MANUAL_ROLLBACK).is_some(),
+            "request id recorded without an answer"
+        );
+    }
+    if let Some(rb) = &p.status.rollback {
+        prop_assert!(
+            rb.request_reason
+                .as_ref()
+                .is_none_or(|r| r.len() <= text::DETAIL_MAX)
+        );
+    }
     check_invariants(&before, &p)
 }
 
@@ -629,6 +666,18 @@ proptest! {
                     }
                 }
                 Event::Paused(p) => w.release.spec.paused = p,
+                Event::PausedBy(Some(v)) => {
+                    w.annotate(labels::PAUSED, &v);
+                }
+                Event::PausedBy(None) => {
+                    w.remove_annotation(labels::PAUSED);
+                }
+                Event::RequestId(v) => {
+                    w.annotate(labels::REQUEST_ID, &v);
+                }
+                Event::Reason(v) => {
+                    w.annotate(labels::REASON, &v);
+                }
                 Event::UnknownContainer(on) => {
                     w.release.spec.images.retain(|i| i.container == "api");
                     if on {

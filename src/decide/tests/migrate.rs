@@ -727,3 +727,80 @@ fn a_retry_waits_for_the_previous_job_to_end() {
     assert_eq!(p.jobs.len(), 1);
     assert_ne!(p.jobs[0].name, job);
 }
+
+/// A refusal for an irreversible migration records the request's id (the request was
+/// answered) but does not use up the request: it goes through once the override names the
+/// version, under the same id.
+#[test]
+fn an_irreversible_refusal_records_the_request_id_and_the_request_still_acts() {
+    let handled = |p: &Plan| {
+        let h = p.status.handled.clone().unwrap_or_default();
+        (h.rollback_to, h.request_id)
+    };
+    let mut w = healthy_v1_v2();
+    let mut m = migration("3.0.0", "3", false);
+    m.reversible = false;
+    w.set_release("3.0.0", Some(m));
+    w.at(200).step();
+    w.at(220).roll_out().step();
+    w.at(240).roll_out().step();
+    assert_eq!(w.status().phase, Some(Phase::Healthy));
+
+    let p = w
+        .annotate(labels::ROLLBACK_TO, "2.0.0")
+        .annotate(labels::REQUEST_ID, "r1")
+        .at(400)
+        .step();
+    assert!(p.status.rollback.is_none() && p.apply.is_none());
+    assert_eq!(
+        cond(&p.status, conditions::MANUAL_ROLLBACK),
+        is("False", reasons::IRREVERSIBLE_MIGRATION)
+    );
+    assert_eq!(reasons(&p), [reasons::IRREVERSIBLE_MIGRATION]);
+    assert_eq!(
+        handled(&p),
+        (None, Some("r1".into())),
+        "answered, not used up"
+    );
+    assert_settled(&mut w, 410);
+
+    // Asked again under a new id: answered again (an Event), still not used up.
+    let p = w.annotate(labels::REQUEST_ID, "r2").at(420).step();
+    assert_eq!(reasons(&p), [reasons::IRREVERSIBLE_MIGRATION]);
+    assert_eq!(handled(&p), (None, Some("r2".into())));
+    assert_settled(&mut w, 430);
+
+    w.annotate(labels::ALLOW_IRREVERSIBLE, "3.0.0");
+    let p = w.at(500).step();
+    let rb = rollback(&p.status);
+    assert_eq!((rb.from.revision, rb.to.revision), (3, 2));
+    assert_eq!(rb.migrations[0].phase, MigrationPhase::Skipped);
+    assert_eq!(p.apply.as_ref().map(|t| t.revision), Some(2));
+    assert_eq!(
+        cond(&p.status, conditions::MANUAL_ROLLBACK),
+        is("True", reasons::ACCEPTED)
+    );
+    assert_eq!(handled(&p), (Some("2.0.0".into()), Some("r2".into())));
+    w.complete_rollback(510);
+
+    // Rolled forward again, the override taken away: the same version under a new id is
+    // refused, and is not taken for the request handled before.
+    w.remove_annotation(labels::ALLOW_IRREVERSIBLE);
+    w.annotate(labels::RETRY, "1").at(600).step();
+    w.at(620).roll_out().step();
+    w.at(640).roll_out().step();
+    assert_eq!(w.status().phase, Some(Phase::Healthy), "{:#?}", w.status());
+    let p = w.annotate(labels::REQUEST_ID, "r3").at(700).step();
+    assert_eq!(reasons(&p), [reasons::IRREVERSIBLE_MIGRATION]);
+    assert_eq!(handled(&p), (None, Some("r3".into())));
+    assert_settled(&mut w, 710);
+    w.annotate(labels::ALLOW_IRREVERSIBLE, "3.0.0");
+    let p = w.at(800).step();
+    assert_eq!(
+        cond(&p.status, conditions::MANUAL_ROLLBACK),
+        is("True", reasons::ACCEPTED),
+        "{:#?}",
+        p.events
+    );
+    assert_eq!(rollback(&p.status).to.revision, 2);
+}

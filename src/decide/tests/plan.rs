@@ -136,7 +136,7 @@ fn paused_release_does_not_continue_a_rollback() {
     w.workload_mut().template_revision = Some(2);
     w.workload_mut().images.get_mut("api").unwrap().image = tag("2.0.0");
     w.release.spec.paused = true;
-    let p = w.at(200).plan();
+    let p = w.at(200).step();
     assert_eq!((p.apply, p.status.phase), (None, Some(Phase::Paused)));
     assert_eq!(
         rollback(&p.status).phase,
@@ -146,6 +146,11 @@ fn paused_release_does_not_continue_a_rollback() {
     w.release.spec.paused = false;
     let p = w.at(300).plan();
     assert_eq!(p.apply, Some(template(1, "1.0.0", pinned(1))));
+    assert_eq!(
+        (p.status.phase, cond(&p.status, conditions::READY)),
+        (Some(Phase::RollingBack), is("False", reasons::ROLLING_BACK)),
+        "no longer said to be paused"
+    );
 }
 
 #[test]
@@ -226,4 +231,150 @@ fn a_release_first_seen_reads_as_reconciling_not_current() {
     w.release.status = Some(s);
     let p = w.at(1).step();
     assert_eq!(p.apply.map(|t| t.revision), Some(1));
+}
+
+/// `rewind.dev/paused` pauses as `spec.paused` does (the CLI pauses without editing a spec
+/// GitOps owns); its value, who and why, is in the Ready condition and the Event. Empty or
+/// `false` does not pause.
+#[test]
+fn the_paused_annotation_pauses_like_spec_paused() {
+    // (value, pauses)
+    let cases = [
+        ("alice: investigating INC-42", true),
+        ("true", true),
+        ("false", false),
+        ("False", false),
+        ("", false),
+        (" ", false),
+    ];
+    for (value, pauses) in cases {
+        let mut w = healthy_v1();
+        w.set_version("2.0.0").annotate(labels::PAUSED, value);
+        let p = w.at(100).step();
+        if !pauses {
+            assert_eq!(
+                p.apply,
+                Some(template(2, "2.0.0", tag("2.0.0"))),
+                "{value:?} does not pause"
+            );
+            continue;
+        }
+        assert_eq!(
+            (p.apply.clone(), p.status.phase),
+            (None, Some(Phase::Paused)),
+            "{value:?}"
+        );
+        assert_eq!(
+            cond(&p.status, conditions::READY),
+            is("Unknown", reasons::PAUSED)
+        );
+        let want = format!(
+            "annotation rewind.dev/paused is set ({value}): Rewind neither deploys nor rolls back"
+        );
+        assert_eq!(condition(&p.status, conditions::READY).message, want);
+        assert_eq!(reasons(&p), [reasons::PAUSED]);
+        assert_eq!(p.events[0].message, want);
+        assert_settled(&mut w, 200);
+        // Someone else takes over the pause: said again.
+        let p = w.annotate(labels::PAUSED, "bob: INC-43").at(300).step();
+        assert_eq!(reasons(&p), [reasons::PAUSED], "{value:?}");
+        assert!(p.events[0].message.contains("(bob: INC-43)"));
+        // With spec.paused as well, both are named; removing the annotation leaves spec's.
+        w.release.spec.paused = true;
+        let p = w.at(400).step();
+        assert!(
+            condition(&p.status, conditions::READY)
+                .message
+                .starts_with("spec.paused is set and annotation rewind.dev/paused is set"),
+            "{value:?}"
+        );
+        let p = w.remove_annotation(labels::PAUSED).at(500).step();
+        assert_eq!((p.apply, p.status.phase), (None, Some(Phase::Paused)));
+        w.release.spec.paused = false;
+        let p = w.at(600).step();
+        assert_eq!(
+            p.apply,
+            Some(template(2, "2.0.0", tag("2.0.0"))),
+            "{value:?}: resumed"
+        );
+    }
+}
+
+#[test]
+fn the_paused_annotation_holds_a_rollback_in_flight_until_removed() {
+    let mut w = healthy_v1();
+    w.deploy_crashing("2.0.0", 100);
+    // The patch back to v1 did not land before the pause.
+    w.workload_mut().template_revision = Some(2);
+    w.workload_mut().images.get_mut("api").unwrap().image = tag("2.0.0");
+    w.annotate(labels::PAUSED, "alice: looking at the crash first");
+    let p = w.at(200).step();
+    assert_eq!((p.apply, p.status.phase), (None, Some(Phase::Paused)));
+    assert_eq!(
+        rollback(&p.status).phase,
+        RollbackPhase::RestoringImages,
+        "kept for later"
+    );
+    assert_settled(&mut w, 250);
+    w.remove_annotation(labels::PAUSED);
+    let p = w.at(300).step();
+    assert_eq!(p.apply, Some(template(1, "1.0.0", pinned(1))), "goes on");
+    assert_eq!(p.status.phase, Some(Phase::RollingBack));
+}
+
+/// A paused Release takes no request either: a rollback asked for while paused is answered
+/// once the pause is lifted.
+#[test]
+fn a_request_waits_while_the_annotation_pauses() {
+    let mut w = healthy_v1();
+    w.deploy_healthy("2.0.0", 100);
+    w.annotate(labels::PAUSED, "alice");
+    w.annotate(labels::ROLLBACK_TO, "1.0.0")
+        .annotate(labels::REQUEST_ID, "a");
+    let p = w.at(200).step();
+    assert_eq!((p.apply, p.status.handled), (None, None));
+    w.remove_annotation(labels::PAUSED);
+    let p = w.at(300).step();
+    assert_eq!(p.apply, Some(template(1, "1.0.0", pinned(1))));
+    assert_eq!(
+        p.status.handled.and_then(|h| h.request_id),
+        Some("a".into())
+    );
+}
+
+/// A Release paused by annotation before Rewind first saw it is not adopted (no pods listed
+/// for adoption), as with `spec.paused`.
+#[test]
+fn a_release_paused_by_annotation_is_not_adopted() {
+    let r = release("1.0.0").annotation(labels::PAUSED, "alice").build();
+    assert!(!crate::decide::adopting(&r, None));
+    let r = release("1.0.0").annotation(labels::PAUSED, "false").build();
+    assert!(crate::decide::adopting(&r, None));
+    let p = World::new(
+        release("1.0.0").annotation(labels::PAUSED, "alice").build(),
+        deployment().build(),
+    )
+    .plan();
+    assert_eq!((p.status.phase, p.apply), (Some(Phase::Paused), None));
+}
+
+/// Found by the fuzz test: the first plan after a pause may be one that sets no phase
+/// (putting back an image another manager changed); it must not leave the Release Paused.
+#[test]
+fn a_lifted_pause_is_never_still_said() {
+    let mut w = healthy_v1();
+    w.annotate(labels::PAUSED, "alice").at(100).step();
+    let d = w.workload_mut();
+    d.images.get_mut("api").unwrap().image = tag("2.0.0");
+    d.image_managers
+        .insert("api".into(), vec!["argocd-controller".into()]);
+    d.generation += 1;
+    let p = w.remove_annotation(labels::PAUSED).at(200).step();
+    assert_eq!(reasons(&p), [reasons::IMAGE_OVERRIDDEN]);
+    assert_eq!(
+        (p.status.phase, cond(&p.status, conditions::READY)),
+        (Some(Phase::Progressing), is("False", reasons::PROGRESSING))
+    );
+    let p = w.at(220).roll_out().step();
+    assert_eq!(p.status.phase, Some(Phase::Healthy));
 }

@@ -548,3 +548,268 @@ fn revision_numbers_never_overflow() {
         is("True", reasons::REVISIONS_EXHAUSTED)
     );
 }
+
+// ---- request ids ------------------------------------------------------------------------
+
+/// `status.handled.requestId`: what a client that set `rewind.dev/request-id` waits for.
+fn handled_id(s: &ReleaseStatus) -> Option<&str> {
+    s.handled.as_ref().and_then(|h| h.request_id.as_deref())
+}
+
+/// `status.handled.rollbackTo`.
+fn handled_value(s: &ReleaseStatus) -> Option<&str> {
+    s.handled.as_ref().and_then(|h| h.rollback_to.as_deref())
+}
+
+#[test]
+fn a_new_request_id_makes_the_same_version_a_new_request() {
+    let mut w = healthy_v1();
+    w.deploy_healthy("2.0.0", 100);
+    let p = w
+        .annotate(labels::ROLLBACK_TO, "1.0.0")
+        .annotate(labels::REQUEST_ID, "a")
+        .at(200)
+        .step();
+    let first = rollback(&p.status).clone();
+    assert_eq!((first.from.revision, first.to.revision), (2, 1));
+    assert_eq!(
+        (handled_id(&p.status), handled_value(&p.status)),
+        (Some("a"), Some("1.0.0"))
+    );
+    assert_eq!(
+        cond(&p.status, conditions::MANUAL_ROLLBACK),
+        is("True", reasons::ACCEPTED)
+    );
+    w.complete_rollback(210);
+    // The same id again: the same request, acted on once.
+    for now in [300, 400] {
+        let p = w.at(now).step();
+        assert_eq!(
+            (p.apply, p.events, p.finished),
+            (None, vec![], None),
+            "at {now}"
+        );
+    }
+    // Rolled forward to 2.0.0 (revision 3), the request left in place: still nothing.
+    w.annotate(labels::RETRY, "1").at(500).step();
+    w.at(520).roll_out().step();
+    w.at(540).roll_out().step();
+    assert_eq!(
+        (w.status().revision, w.status().phase),
+        (Some(3), Some(Phase::Healthy))
+    );
+    // Asked again for the same version under a new id: a second rollback.
+    let p = w.annotate(labels::REQUEST_ID, "b").at(600).step();
+    let second = rollback(&p.status).clone();
+    assert_eq!(
+        (second.from.revision, second.to.revision, second.trigger),
+        (3, 1, Trigger::Manual)
+    );
+    assert_ne!(second.id, first.id);
+    assert_eq!(reasons(&p), [reasons::ROLLBACK_STARTED]);
+    assert_eq!(handled_id(&p.status), Some("b"));
+    let p = w.complete_rollback(610);
+    assert_eq!(
+        p.status
+            .rollbacks
+            .iter()
+            .map(|r| r.id.as_str())
+            .collect::<Vec<_>>(),
+        [second.id.as_str(), first.id.as_str()]
+    );
+    assert_settled(&mut w, 700);
+    // Removing the request clears both.
+    let p = w.remove_annotation(labels::ROLLBACK_TO).at(800).step();
+    assert_eq!(
+        (handled_id(&p.status), handled_value(&p.status)),
+        (None, None)
+    );
+    assert_eq!((p.apply, p.events), (None, vec![]));
+}
+
+/// Whatever the answer, the request id is recorded in the same status as the ManualRollback
+/// condition that answers it (a client reads both once it sees its id).
+#[test]
+fn every_answer_records_the_request_id_with_the_condition() {
+    // (value, Ok(target revision) or Err(reason))
+    let cases: [(&str, Result<i64, &str>); 6] = [
+        ("9.9.9", Err(reasons::UNKNOWN_VERSION)),
+        ("3.0.0", Err(reasons::TARGET_NOT_HEALTHY)),
+        ("2.0.0", Err(reasons::DIGESTS_UNKNOWN)),
+        ("4.0.0", Err(reasons::ALREADY_RUNNING)),
+        ("previous", Ok(1)),
+        ("1.0.0", Ok(1)),
+    ];
+    for (value, want) in cases {
+        let mut w = world_with_history();
+        let p = w
+            .annotate(labels::ROLLBACK_TO, value)
+            .annotate(labels::REQUEST_ID, "req-1")
+            .at(5100)
+            .step();
+        assert_eq!(handled_id(&p.status), Some("req-1"), "{value}");
+        let (status, reason) = match want {
+            Ok(_) => ("True", reasons::ACCEPTED),
+            Err(why) => ("False", why),
+        };
+        assert_eq!(
+            cond(&p.status, conditions::MANUAL_ROLLBACK),
+            is(status, reason),
+            "{value}"
+        );
+        match want {
+            Ok(target) => assert_eq!(rollback(&p.status).to.revision, target, "{value}"),
+            Err(why) => {
+                assert_eq!(p.apply, None, "{value}");
+                assert_eq!(reasons(&p), [why], "{value}");
+                // Asked again under the same id: answered already, nothing new.
+                assert_settled(&mut w, 5200);
+                // Under a new id: a new request, answered again (with an Event).
+                let p = w.annotate(labels::REQUEST_ID, "req-2").at(5300).step();
+                assert_eq!(handled_id(&p.status), Some("req-2"), "{value}");
+                assert_eq!(reasons(&p), [why], "{value}: answered again");
+                assert_eq!(
+                    cond(&p.status, conditions::MANUAL_ROLLBACK),
+                    is("False", why),
+                    "{value}"
+                );
+                assert_settled(&mut w, 5400);
+            }
+        }
+    }
+}
+
+/// Without `rewind.dev/request-id`, a request is what it always was: one per value. An id
+/// set later on the same value is a new request; removing it again is not.
+#[test]
+fn a_request_without_an_id_acts_once_per_value() {
+    let mut w = world_with_history();
+    let p = w.annotate(labels::ROLLBACK_TO, "9.9.9").at(5100).step();
+    assert_eq!(
+        (handled_id(&p.status), reasons(&p)),
+        (None, vec![reasons::UNKNOWN_VERSION])
+    );
+    assert_settled(&mut w, 5200);
+    let p = w.annotate(labels::REQUEST_ID, "x").at(5300).step();
+    assert_eq!(
+        (handled_id(&p.status), reasons(&p)),
+        (Some("x"), vec![reasons::UNKNOWN_VERSION])
+    );
+    let p = w.remove_annotation(labels::REQUEST_ID).at(5400).step();
+    assert_eq!(
+        (handled_id(&p.status), p.events),
+        (Some("x"), vec![]),
+        "the value was answered already; no id is no new request"
+    );
+    // An empty id is no id.
+    let p = w.annotate(labels::REQUEST_ID, "").at(5500).step();
+    assert_eq!(p.events, vec![]);
+}
+
+/// Ids are anyone's text too: kept bounded, and two long ids that differ only at their end
+/// are two requests.
+#[test]
+fn huge_request_ids_are_kept_bounded_and_still_distinct() {
+    use crate::decide::text::NAME_MAX;
+    let long = |c: char| format!("{}{c}", "i".repeat(100_000));
+    let mut w = world_with_history();
+    let p = w
+        .annotate(labels::ROLLBACK_TO, "9.9.9")
+        .annotate(labels::REQUEST_ID, &long('1'))
+        .at(5100)
+        .step();
+    let kept = handled_id(&p.status).unwrap().to_owned();
+    assert!(kept.len() <= NAME_MAX, "{}", kept.len());
+    assert_settled(&mut w, 5200);
+    let p = w.annotate(labels::REQUEST_ID, &long('2')).at(5300).step();
+    assert_eq!(reasons(&p), [reasons::UNKNOWN_VERSION]);
+    assert_ne!(handled_id(&p.status).unwrap(), kept);
+}
+
+// ---- the reason a person gives ----------------------------------------------------------
+
+#[test]
+fn the_reason_given_is_kept_on_the_rollback_and_its_record() {
+    let mut w = healthy_v1();
+    w.deploy_healthy("2.0.0", 100);
+    let p = w
+        .annotate(labels::ROLLBACK_TO, "1.0.0")
+        .annotate(labels::REQUESTED_BY, "alice")
+        .annotate(labels::REQUEST_ID, "a")
+        .annotate(labels::REASON, "  INC-42: checkout errors since 2.0.0 \n")
+        .at(200)
+        .step();
+    let want = "alice asked for 1.0.0 (annotation rewind.dev/rollback-to on the Release): INC-42: checkout errors since 2.0.0";
+    let rb = rollback(&p.status).clone();
+    assert_eq!(
+        rb.request_reason.as_deref(),
+        Some("INC-42: checkout errors since 2.0.0")
+    );
+    assert_eq!(rb.message, want);
+    assert_eq!(
+        condition(&p.status, conditions::MANUAL_ROLLBACK).message,
+        want
+    );
+    assert_eq!(
+        entry(&p.status, 2)
+            .failure
+            .as_ref()
+            .map(|f| f.message.as_str()),
+        Some(want)
+    );
+    assert!(
+        p.events[0].message.contains("INC-42: checkout errors"),
+        "{}",
+        p.events[0].message
+    );
+    let p = w.complete_rollback(210);
+    let finished = p.finished.expect("the finished rollback, for the log line");
+    assert_eq!(finished.request_reason, rb.request_reason);
+    assert_eq!(
+        p.status.rollbacks[0].request_reason, rb.request_reason,
+        "kept in the record of finished rollbacks"
+    );
+    assert_eq!(p.status.rollbacks[0].message, want);
+}
+
+#[test]
+fn reasons_are_bounded_and_only_the_releases_requests_have_one() {
+    use crate::decide::text::{DETAIL_MAX, MARKER, MESSAGE_MAX};
+    // (reason annotation, request on the Deployment rather than the Release, kept reason)
+    let huge = "why ".repeat(64 * 1024);
+    let cases: [(&str, bool, Option<&str>); 5] = [
+        ("rolled back by hand", false, Some("rolled back by hand")),
+        ("", false, None),
+        (" \t\n", false, None),
+        ("rolled back by hand", true, None),
+        (&huge, false, Some("")),
+    ];
+    for (reason, on_deployment, want) in cases {
+        let mut w = healthy_v1();
+        w.deploy_healthy("2.0.0", 100);
+        w.annotate(labels::REASON, reason);
+        if on_deployment {
+            w.workload_mut().rollback_to = Some("1.0.0".into());
+        } else {
+            w.annotate(labels::ROLLBACK_TO, "1.0.0");
+        }
+        let p = w.at(200).step();
+        let rb = rollback(&p.status);
+        let shown = reason.chars().take(20).collect::<String>();
+        match want {
+            Some("") => {
+                let kept = rb.request_reason.as_deref().unwrap();
+                assert!(kept.len() <= DETAIL_MAX && kept.ends_with(MARKER), "{kept}");
+                assert!(rb.message.len() <= MESSAGE_MAX && rb.message.contains(kept));
+            }
+            _ => assert_eq!(rb.request_reason.as_deref(), want, "{shown:?}"),
+        }
+        if want.is_none() {
+            assert!(
+                rb.message.ends_with(')'),
+                "{shown:?}: nothing appended: {}",
+                rb.message
+            );
+        }
+    }
+}
