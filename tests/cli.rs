@@ -359,6 +359,49 @@ async fn quiet_resource_versions(f: &Fixture) -> (String, String) {
     }
 }
 
+/// 1.0.0 (schema 1) Healthy, then 1.1.0 (schema 2) Healthy, both with a down migration;
+/// 1.1.0's migration Jobs' pods run 60 s.
+///
+/// Rolling 1.1.0 back to 1.0.0 crosses the schema change, and with the policy's default order
+/// (BeforeRollback) the down Job must complete before the images are restored: the rollback
+/// stays in MigratingDown for 60 s (the simulated kubelet's `sim.rewind.dev/job-duration`).
+/// The migration images are on loopback (not resolvable): the Jobs run them by tag, which the
+/// simulated kubelet does not care about. No up command: nothing runs when the versions are
+/// deployed.
+async fn v1_0_and_v1_1_with_a_slow_down_migration(f: &Fixture) {
+    let down = json!({"command": ["/migrate", "down"]});
+    let sa: ServiceAccount =
+        serde_json::from_value(json!({"metadata": {"name": "migrator"}})).unwrap();
+    f.ns.api::<ServiceAccount>()
+        .create(&PostParams::default(), &sa)
+        .await
+        .expect("creating ServiceAccount migrator");
+    let migration = |tag: &str, schema: &str, extra: Value| {
+        let mut m = json!({
+            "image": format!("127.0.0.1:9/shop/migrate:{tag}"),
+            "schemaVersion": schema,
+            "down": down,
+            "serviceAccountName": "migrator",
+        });
+        m.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        json!({ "migration": m })
+    };
+    healthy_v1(f, migration("1", "1", json!({}))).await;
+    ship_healthy(
+        f,
+        "1.1.0",
+        2,
+        migration(
+            "2",
+            "2",
+            json!({"podAnnotations": {"sim.rewind.dev/job-duration": "60s"}}),
+        ),
+    )
+    .await;
+}
+
 // ------------------------------------------------------------------------------- tests
 
 /// 1.0.0 Healthy, then 1.1.0 crash-loops and Rewind rolls it back by itself: `list`,
@@ -869,44 +912,9 @@ async fn rollback_to_an_unknown_version_exits_1_naming_the_known_versions() {
 async fn rollback_wait_past_its_timeout_exits_3() {
     let f = Fixture::new("cli_rollback_timeout").await;
     let ns = f.ns.name();
-    // Both versions declare a migration (schema 1, then 2) with a down command; 1.1.0's Jobs'
-    // pods run 60 s (the simulated kubelet's `sim.rewind.dev/job-duration`). Rolling 1.1.0
-    // back to 1.0.0 crosses the schema change, and with the policy's default order
-    // (BeforeRollback) the down Job must complete before the images are restored: the rollback
-    // cannot end in less than 60 s, so `--timeout 2s` must run out. The migration images are
-    // on loopback (not resolvable): the Jobs run them by tag, which the simulated kubelet
-    // does not care about. No up command: nothing runs when the versions are deployed.
-    let down = json!({"command": ["/migrate", "down"]});
-    let sa: ServiceAccount =
-        serde_json::from_value(json!({"metadata": {"name": "migrator"}})).unwrap();
-    f.ns.api::<ServiceAccount>()
-        .create(&PostParams::default(), &sa)
-        .await
-        .expect("creating ServiceAccount migrator");
-    let migration = |tag: &str, schema: &str, extra: Value| {
-        let mut m = json!({
-            "image": format!("127.0.0.1:9/shop/migrate:{tag}"),
-            "schemaVersion": schema,
-            "down": down,
-            "serviceAccountName": "migrator",
-        });
-        m.as_object_mut()
-            .unwrap()
-            .extend(extra.as_object().unwrap().clone());
-        json!({ "migration": m })
-    };
-    healthy_v1(&f, migration("1", "1", json!({}))).await;
-    ship_healthy(
-        &f,
-        "1.1.0",
-        2,
-        migration(
-            "2",
-            "2",
-            json!({"podAnnotations": {"sim.rewind.dev/job-duration": "60s"}}),
-        ),
-    )
-    .await;
+    // The rollback cannot end in less than 60 s: 1.1.0's down Job runs 60 s and must complete
+    // before the images are restored (see the helper), so `--timeout 2s` must run out.
+    v1_0_and_v1_1_with_a_slow_down_migration(&f).await;
 
     let run = cli_within(
         ns,
@@ -935,6 +943,71 @@ async fn rollback_wait_past_its_timeout_exits_3() {
         .unwrap_or_else(|| panic!("no rewind.dev/request-id:\n{}", shown(&r)));
     assert_eq!(r["status"]["handled"]["requestId"], id, "{}", shown(&r));
     assert_eq!(rollback_phase(&r), "MigratingDown", "{}", shown(&r));
+}
+
+/// `rollback` without `--wait` returns 0 once Rewind accepted the request; while the rollback's
+/// down Job runs, `status` shows it in flight (the migration step, the timeline so far) and
+/// counts the pods of the live revision: the Deployment's three, not the migration Job's pod.
+#[tokio::test]
+async fn status_during_a_down_migration_shows_the_step_and_counts_only_the_deployments_pods() {
+    let f = Fixture::new("cli_status_migrating_down").await;
+    let ns = f.ns.name();
+    v1_0_and_v1_1_with_a_slow_down_migration(&f).await;
+
+    let run = cli(ns, &["rollback", "shop", "--to", "1.0.0"]).await;
+    run.expect_code(0);
+    assert_mentions(&run, &["1.0.0"]);
+    until(&f, "the rollback in MigratingDown", secs(20), |v| {
+        rollback_phase(v) == "MigratingDown"
+    })
+    .await;
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = f.ns.api();
+    wait_for_all(
+        &pods,
+        "rewind.dev/release=shop,rewind.dev/migration=down",
+        "the down Job's pod running",
+        secs(30),
+        |ps: &[k8s_openapi::api::core::v1::Pod]| ps.len() == 1 && pod_is_ready(&ps[0]),
+    )
+    .await;
+
+    let run = cli(ns, &["status", "shop", "-o", "json"]).await;
+    run.expect_code(0);
+    let s = run.json();
+    assert_eq!(s["phase"], "RollingBack", "{}", run.shown());
+    let rb = &s["rollback"];
+    assert_eq!(
+        (&rb["phase"], &rb["trigger"]),
+        (&json!("MigratingDown"), &json!("Manual")),
+        "{}",
+        run.shown()
+    );
+    let step = &rb["migrations"][0];
+    assert_eq!(
+        (&step["version"], &step["toVersion"], &step["phase"]),
+        (&json!("1.1.0"), &json!("1.0.0"), &json!("Running")),
+        "the down step of 1.1.0 runs\n{}",
+        run.shown()
+    );
+    let steps: Vec<&str> = rb["timeline"]
+        .as_array()
+        .map(|t| t.iter().filter_map(|e| e["step"].as_str()).collect())
+        .unwrap_or_default();
+    assert!(
+        steps.contains(&"detected") && steps.contains(&"started") && !steps.contains(&"succeeded"),
+        "the timeline so far: {steps:?}\n{}",
+        run.shown()
+    );
+    assert_eq!(
+        (
+            &s["pods"]["revision"],
+            &s["pods"]["ready"],
+            &s["pods"]["total"]
+        ),
+        (&json!(2), &json!(3), &json!(3)),
+        "pods of the live revision: the Deployment's 3 replicas (the down Job's pod is not one)\n{}",
+        run.shown()
+    );
 }
 
 /// Without an operator nobody acknowledges the request: after ~15 s the CLI says so and exits
