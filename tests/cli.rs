@@ -412,12 +412,15 @@ async fn list_history_and_status_show_an_automatic_rollback() {
     let ns = f.ns.name();
     healthy_v1(&f, json!({})).await;
     f.ship_crashlooping("1.1.0").await;
-    let r = until(&f, "1.1.0 rolled back, rollback Succeeded", secs(90), |v| {
+    until(&f, "1.1.0 rolled back, rollback Succeeded", secs(90), |v| {
         v["status"]["phase"] == "RolledBack" && rollback_phase(v) == "Succeeded"
     })
     .await;
     f.deployment_until("1.0.0 rolled out again", secs(60), deployment_is_rolled_out)
         .await;
+    // The Release as it is now, to compare with what the CLI reads next.
+    let r = release_json(&f).await;
+    assert_eq!(rollback_phase(&r), "Succeeded", "{}", shown(&r));
     let rollback_id = r["status"]["rollback"]["id"].as_str().unwrap().to_owned();
 
     // list -o json
@@ -446,6 +449,22 @@ async fn list_history_and_status_show_an_automatic_rollback() {
     ] {
         assert_eq!(item[field], want, "list: items[0].{field}\n{}", run.shown());
     }
+    assert_eq!(
+        item["reason"],
+        r["status"]["conditions"]
+            .as_array()
+            .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
+            .map(|c| c["reason"].clone())
+            .unwrap_or_default(),
+        "list: reason is the Ready condition's\n{}",
+        run.shown()
+    );
+    assert_eq!(
+        item["createdAt"],
+        r["metadata"]["creationTimestamp"],
+        "{}",
+        run.shown()
+    );
     let last = &item["lastRollback"];
     assert_eq!(last["id"], json!(rollback_id), "{}", run.shown());
     assert_eq!(last["trigger"], "CrashLoop", "{}", run.shown());
@@ -532,6 +551,16 @@ async fn list_history_and_status_show_an_automatic_rollback() {
         );
     }
     assert!(v1["healthyAt"].is_string(), "{}", run.shown());
+    for (i, e) in revisions.iter().enumerate() {
+        let mut own = e.clone();
+        own.as_object_mut().unwrap().remove("live");
+        assert_eq!(
+            own,
+            r["status"]["history"][i],
+            "history: revisions[{i}] (without live) is the Release's status.history[{i}]\n{}",
+            run.shown()
+        );
+    }
 
     // history --revision 1: that one entry.
     let run = cli(ns, &["history", "shop", "--revision", "1", "-o", "json"]).await;
@@ -600,17 +629,33 @@ async fn list_history_and_status_show_an_automatic_rollback() {
         "the timeline has its steps (step, at)\n{}",
         run.shown()
     );
-    let steps: Vec<String> = timeline
+    let steps: Vec<&str> = timeline
         .iter()
-        .map(|t| squash(t["step"].as_str().unwrap()))
+        .map(|t| t["step"].as_str().unwrap())
         .collect();
-    for word in ["detect", "restor"] {
-        assert!(
-            steps.iter().any(|s| s.contains(word)),
-            "a timeline step about {word:?} (detected → started → images restored → verified): {steps:?}\n{}",
-            run.shown()
-        );
-    }
+    assert_eq!(
+        steps,
+        ["detected", "started", "images-restored", "succeeded"],
+        "the timeline of a rollback without migrations\n{}",
+        run.shown()
+    );
+    let end = timeline.last().unwrap()["afterSeconds"].as_f64();
+    let took = r["status"]["rollback"]["durationSeconds"].as_f64();
+    assert!(
+        end.zip(took)
+            .is_some_and(|(end, took)| (end - took).abs() <= 1.0),
+        "the last step comes durationSeconds ({took:?}) after detection, to the second: {end:?}\n{}",
+        run.shown()
+    );
+    // Otherwise the rollback is the Release's own status.rollback.
+    let mut own = rb.clone();
+    own.as_object_mut().unwrap().remove("timeline");
+    assert_eq!(
+        own,
+        r["status"]["rollback"],
+        "status: rollback (without timeline) is the Release's status.rollback\n{}",
+        run.shown()
+    );
     assert_eq!(
         (
             &s["pods"]["revision"],
