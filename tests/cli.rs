@@ -1094,6 +1094,25 @@ async fn rollback_without_an_operator_is_not_acknowledged_and_exits_3() {
         "nothing rolled back:\n{}",
         shown(&r)
     );
+
+    // A second request while that one is pending is refused by the CLI itself, at once, and
+    // writes nothing.
+    let second = cli(&ns, &["rollback", "shop", "--to", "1.0.0"]).await;
+    second.expect_code(1);
+    assert!(
+        second.took < secs(10),
+        "refused without waiting\n{}",
+        second.shown()
+    );
+    assert_mentions(&second, &["1.0.0"]);
+    let again = release_json(&f).await;
+    assert_eq!(
+        annotation(&again, "rewind.dev/request-id"),
+        annotation(&r, "rewind.dev/request-id"),
+        "the pending request is left as it was:\n{}\n{}",
+        shown(&again),
+        second.shown()
+    );
 }
 
 /// An unknown Release: exit 1, and a close name is suggested when there is one.
@@ -1140,6 +1159,24 @@ async fn pause_and_resume_set_and_clear_the_annotation() {
     let r = healthy_v1(&f, json!({})).await;
     let generation = r["metadata"]["generation"].clone();
     let reason = "freeze for the audit";
+    // `status --watch -o json` beside it all: one document per line at each change.
+    let watch = {
+        let ns = ns.to_owned();
+        tokio::spawn(async move {
+            let args = [
+                "status",
+                "shop",
+                "--watch",
+                "-o",
+                "json",
+                "--timeout",
+                "12s",
+            ];
+            cli_within(&ns, &args, secs(40)).await
+        })
+    };
+    // Give the watch a moment to start (it is not asked to show the Healthy before).
+    tokio::time::sleep(secs(1)).await;
 
     let run = cli(ns, &["pause", "shop", "--reason", reason]).await;
     run.expect_code(0);
@@ -1190,4 +1227,38 @@ async fn pause_and_resume_set_and_clear_the_annotation() {
         v["status"]["phase"] == "Healthy"
     })
     .await;
+
+    // The watch saw Paused, then Healthy again. docs/cli.md does not say how a
+    // watch that reaches --timeout exits: 0 or 3 are both taken.
+    let watch = watch.await.expect("the watch task");
+    assert!(
+        matches!(watch.code, Some(0 | 3)),
+        "the watch ends at its --timeout\n{}",
+        watch.shown()
+    );
+    let phases: Vec<String> = watch
+        .stdout
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let doc: Value = serde_json::from_str(l).unwrap_or_else(|e| {
+                panic!(
+                    "a line of `status --watch -o json` is not JSON ({e}): {l}\n{}",
+                    watch.shown()
+                )
+            });
+            doc["phase"].as_str().unwrap_or("-").to_owned()
+        })
+        .collect();
+    let mut wanted = ["Paused", "Healthy"].into_iter().peekable();
+    for p in &phases {
+        if wanted.peek() == Some(&p.as_str()) {
+            wanted.next();
+        }
+    }
+    assert!(
+        wanted.peek().is_none(),
+        "the watch printed Paused, then Healthy; phases printed: {phases:?}\n{}",
+        watch.shown()
+    );
 }
