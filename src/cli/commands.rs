@@ -175,21 +175,9 @@ enum Change {
 
 /// Redraw the status on every change of the Release or its pods (watches, not polling).
 async fn follow(conn: &Conn, name: &str, output: Output) -> Result<ExitCode, Failure> {
-    let releases: Api<Release> = Api::namespaced(conn.watch_client.clone(), &conn.namespace);
-    let release_changes = watcher(
-        releases,
-        watcher::Config::default().fields(&format!("metadata.name={name}")),
-    )
-    .default_backoff()
-    .filter_map(|e| async move {
-        match e {
-            Ok(watcher::Event::Apply(r) | watcher::Event::InitApply(r)) => {
-                Some(Change::Release(Some(Box::new(r))))
-            }
-            Ok(watcher::Event::Delete(_)) => Some(Change::Release(None)),
-            Ok(_) => None,
-            Err(e) => Some(Change::Error(e.to_string())),
-        }
+    let release_changes = conn.watch_release(name).map(|e| match e {
+        Ok(r) => Change::Release(r.map(Box::new)),
+        Err(e) => Change::Error(e),
     });
     let (store, writer) = reflector::store::<Pod>();
     let pod_api: Api<Pod> = Api::namespaced(conn.watch_client.clone(), &conn.namespace);

@@ -233,6 +233,31 @@ impl Conn {
         }
     }
 
+    /// The Release after each change (None once deleted), from a watch: the current state
+    /// first, then every change; a cut watch is resumed with backoff, its error passed on.
+    pub fn watch_release(
+        &self,
+        name: &str,
+    ) -> futures::stream::BoxStream<'static, Result<Option<Release>, String>> {
+        use futures::StreamExt;
+        use kube::runtime::{WatchStreamExt, watcher};
+        let api: Api<Release> = Api::namespaced(self.watch_client.clone(), &self.namespace);
+        watcher(
+            api,
+            watcher::Config::default().fields(&format!("metadata.name={name}")),
+        )
+        .default_backoff()
+        .filter_map(|e| async move {
+            match e {
+                Ok(watcher::Event::Apply(r) | watcher::Event::InitApply(r)) => Some(Ok(Some(r))),
+                Ok(watcher::Event::Delete(_)) => Some(Ok(None)),
+                Ok(watcher::Event::Init | watcher::Event::InitDone) => None,
+                Err(e) => Some(Err(e.to_string())),
+            }
+        })
+        .boxed()
+    }
+
     /// Who the API server says we are (SelfSubjectReview); the kubeconfig's user name when the
     /// review is not allowed; None when neither is known.
     pub async fn whoami(&self) -> Option<String> {

@@ -88,15 +88,8 @@ enum Command {
         /// Releases of every namespace.
         #[arg(short = 'A', long)]
         all_namespaces: bool,
-        /// Output format: table, json or yaml (docs/cli.md lists the fields).
-        #[arg(
-            short = 'o',
-            long,
-            value_enum,
-            default_value_t,
-            hide_possible_values = true
-        )]
-        output: Output,
+        #[command(flatten)]
+        format: Format,
     },
     /// Show a Release's revisions, newest first: digests, schema, commit, outcome, failure.
     #[command(
@@ -108,15 +101,8 @@ enum Command {
         /// Show this revision in full.
         #[arg(long, value_name = "N")]
         revision: Option<i64>,
-        /// Output format: table, json or yaml (docs/cli.md lists the fields).
-        #[arg(
-            short = 'o',
-            long,
-            value_enum,
-            default_value_t,
-            hide_possible_values = true
-        )]
-        output: Output,
+        #[command(flatten)]
+        format: Format,
     },
     /// Show what runs and what is wanted, the rollback's timeline, the pods, and what to do next.
     #[command(
@@ -131,15 +117,8 @@ enum Command {
         /// With --watch: stop after this long (exit 3).
         #[arg(long, value_name = "DUR")]
         timeout: Option<Duration>,
-        /// Output format: table, json or yaml (docs/cli.md lists the fields).
-        #[arg(
-            short = 'o',
-            long,
-            value_enum,
-            default_value_t,
-            hide_possible_values = true
-        )]
-        output: Output,
+        #[command(flatten)]
+        format: Format,
     },
     /// Ask Rewind to roll a Release back (annotation rewind.dev/rollback-to on the Release).
     #[command(
@@ -204,6 +183,13 @@ pub struct RollbackArgs {
     /// Print what the rollback would do and change nothing.
     #[arg(long)]
     dry_run: bool,
+    #[command(flatten)]
+    format: Format,
+}
+
+/// `-o`, on every command that prints data.
+#[derive(Args, Debug, Clone, Copy)]
+pub struct Format {
     /// Output format: table, json or yaml (docs/cli.md lists the fields).
     #[arg(
         short = 'o',
@@ -241,19 +227,22 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
     match cli.command {
         Command::List {
             all_namespaces,
-            output,
-        } => commands::list(&conn, all_namespaces, output).await,
+            format,
+        } => commands::list(&conn, all_namespaces, format.output).await,
         Command::History {
             release,
             revision,
-            output,
-        } => commands::history(&conn, &release, revision, output).await,
+            format,
+        } => commands::history(&conn, &release, revision, format.output).await,
         Command::Status {
             release,
             watch,
             timeout,
-            output,
-        } => commands::status(&conn, &release, watch, timeout.map(|t| t.get()), output).await,
+            format,
+        } => {
+            let timeout = timeout.map(|t| t.get());
+            commands::status(&conn, &release, watch, timeout, format.output).await
+        }
         Command::Rollback(args) => request::rollback(&conn, args).await,
         Command::Retry { release } => request::retry(&conn, &release).await,
         Command::Pause { release, reason } => request::pause(&conn, &release, reason).await,

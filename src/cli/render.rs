@@ -454,7 +454,8 @@ fn message_suffix(m: &str) -> String {
 fn condition_words(type_: &str, status: &str) -> &'static str {
     match (type_, status) {
         ("Ready", "True") => "ready",
-        ("Ready", _) => "not ready",
+        ("Ready", "False") => "not ready",
+        ("Ready", _) => "unknown (Rewind is not judging it)",
         ("Reconciling", "True") => "working on it",
         ("Reconciling", _) => "settled",
         ("Stalled", "True") => "stalled: needs a person",

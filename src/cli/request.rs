@@ -15,7 +15,6 @@ use jiff::Timestamp;
 use kube::{
     Api, ResourceExt,
     api::{ListParams, Patch, PatchParams},
-    runtime::{WatchStreamExt, watcher},
 };
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -295,25 +294,18 @@ async fn await_release<T>(
     limit: Duration,
     mut done: impl FnMut(&Release) -> Option<T>,
 ) -> Result<Option<T>, Failure> {
-    let api: Api<Release> = Api::namespaced(conn.watch_client.clone(), &conn.namespace);
-    let mut changes = watcher(
-        api,
-        watcher::Config::default().fields(&format!("metadata.name={name}")),
-    )
-    .default_backoff()
-    .boxed();
+    let mut changes = conn.watch_release(name);
     let waited = tokio::time::timeout(limit, async {
         while let Some(e) = changes.next().await {
             match e {
-                Ok(watcher::Event::Apply(r) | watcher::Event::InitApply(r)) => {
+                Ok(Some(r)) => {
                     if let Some(t) = done(&r) {
                         return Ok(Some(t));
                     }
                 }
-                Ok(watcher::Event::Delete(_)) => {
-                    return Err(Failure::failed(format!("Release {name} was deleted")));
-                }
-                _ => {}
+                Ok(None) => return Err(Failure::failed(format!("Release {name} was deleted"))),
+                // The watch resumes by itself.
+                Err(_) => {}
             }
         }
         Ok(None)
@@ -408,7 +400,7 @@ pub async fn rollback(conn: &Conn, args: RollbackArgs) -> Result<ExitCode, Failu
         }
     }
     if args.dry_run {
-        return dry_run(conn, &name, &to, preview, args.output);
+        return dry_run(conn, &name, &to, preview, args.format.output);
     }
     if let Some(Preview {
         refused: Some(r), ..
@@ -427,7 +419,7 @@ pub async fn rollback(conn: &Conn, args: RollbackArgs) -> Result<ExitCode, Failu
     };
     annotate(conn, &mut release, &set, pending_check).await?;
     let by = who.as_deref().unwrap_or("an unnamed user");
-    if args.output == Output::Table {
+    if args.format.output == Output::Table {
         eprintln!(
             "Asked Rewind to roll {ns}/{name} back to {to} (request {id}, as {by}); waiting for it to answer…"
         );
@@ -461,11 +453,11 @@ pub async fn rollback(conn: &Conn, args: RollbackArgs) -> Result<ExitCode, Failu
         let (reason, message) = accepted
             .map(|c| (c.reason.clone(), c.message.clone()))
             .unwrap_or_default();
-        if args.output != Output::Table {
+        if args.format.output != Output::Table {
             print_data(
                 &json!({"request": {"release": name, "namespace": ns, "to": to, "id": id, "requestedBy": who, "reason": args.reason},
                         "accepted": false, "reason": reason, "message": message}),
-                args.output,
+                args.format.output,
             )?;
         }
         return Err(
@@ -474,30 +466,48 @@ pub async fn rollback(conn: &Conn, args: RollbackArgs) -> Result<ExitCode, Failu
             ),
         );
     };
-    if args.output == Output::Table {
+    if args.format.output == Output::Table {
         println!(
             "Rewind accepted it: rollback {} from {} (revision {}) to {} (revision {}), phase {:?}.",
             rb.id, rb.from.version, rb.from.revision, rb.to.version, rb.to.revision, rb.phase
         );
     }
     if !args.wait {
-        if args.output != Output::Table {
-            print_rollback(&name, &ns, &to, &id, &who, &args, Some(&rb), args.output)?;
+        if args.format.output != Output::Table {
+            print_rollback(
+                &name,
+                &ns,
+                &to,
+                &id,
+                &who,
+                &args,
+                Some(&rb),
+                args.format.output,
+            )?;
         } else {
             println!("Follow it: kubectl rewind status {name} -n {ns} --watch");
         }
         return Ok(ExitCode::SUCCESS);
     }
     let left = deadline.saturating_sub(started.elapsed());
-    let result = follow_rollback(conn, &name, &rb.id, left, started, args.output).await;
+    let result = follow_rollback(conn, &name, &rb.id, left, started, args.format.output).await;
     match result {
         Err(f) => Err(f),
         Ok(Some(done)) => {
-            if args.output != Output::Table {
-                print_rollback(&name, &ns, &to, &id, &who, &args, Some(&done), args.output)?;
+            if args.format.output != Output::Table {
+                print_rollback(
+                    &name,
+                    &ns,
+                    &to,
+                    &id,
+                    &who,
+                    &args,
+                    Some(&done),
+                    args.format.output,
+                )?;
             }
             if done.phase == RollbackPhase::Succeeded {
-                if args.output == Output::Table {
+                if args.format.output == Output::Table {
                     println!(
                         "Rolled back: {ns}/{name} runs {} (revision {}) again, {} after the request.",
                         done.to.version,
@@ -564,11 +574,6 @@ fn refusal(release: &Release, name: &str, ns: &str, to: &str, r: &Refused) -> Fa
         r.reason
     ))
     .hint("nothing was changed");
-    let history = release
-        .status
-        .as_ref()
-        .map(|s| s.history.as_slice())
-        .unwrap_or_default();
     match r.reason.as_str() {
         crate::reasons::IRREVERSIBLE_MIGRATION => {
             f = f.hint(format!(
@@ -576,17 +581,11 @@ fn refusal(release: &Release, name: &str, ns: &str, to: &str, r: &Refused) -> Fa
             ))
         }
         crate::reasons::TARGET_NOT_HEALTHY | crate::reasons::UNKNOWN_VERSION => {
-            let live = release.status.as_ref().and_then(|s| s.revision);
-            let healthy: Vec<String> = history
-                .iter()
-                .filter(|h| h.healthy_at.is_some() && h.outcome != crate::api::Outcome::Failed)
-                .filter(|h| Some(h.revision) != live)
-                .map(|h| format!("{} (revision {})", h.version, h.revision))
-                .collect();
-            f = f.hint(if healthy.is_empty() {
-                "no revision other than the live one was ever healthy".to_owned()
+            let choices = healthy_versions(release);
+            f = f.hint(if choices.is_empty() {
+                "no other version's newest revision was healthy".to_owned()
             } else {
-                format!("healthy before: {}", healthy.join(", "))
+                format!("versions it can roll back to: {}", choices.join(", "))
             });
         }
         crate::reasons::MIGRATION_FAILED => {
@@ -601,6 +600,28 @@ fn refusal(release: &Release, name: &str, ns: &str, to: &str, r: &Refused) -> Fa
         }
     }
     f
+}
+
+/// Versions a rollback may name, newest first: those whose newest revision was healthy and is
+/// not the live one (a version names its newest revision).
+fn healthy_versions(release: &Release) -> Vec<String> {
+    let Some(st) = release.status.as_ref() else {
+        return Vec::new();
+    };
+    let mut newest: BTreeMap<&str, &crate::api::Revision> = BTreeMap::new();
+    for r in &st.history {
+        let e = newest.entry(r.version.as_str()).or_insert(r);
+        if r.revision > e.revision {
+            *e = r;
+        }
+    }
+    let mut ok: Vec<&crate::api::Revision> = newest
+        .into_values()
+        .filter(|r| r.healthy_at.is_some() && r.outcome != crate::api::Outcome::Failed)
+        .filter(|r| Some(r.revision) != st.revision)
+        .collect();
+    ok.sort_by_key(|r| std::cmp::Reverse(r.revision));
+    ok.into_iter().map(|r| r.version.clone()).collect()
 }
 
 /// The irreversible versions the rollback crosses when every override is given.
@@ -734,13 +755,7 @@ async fn follow_rollback(
     let terminal = output == Output::Table && std::io::stderr().is_terminal();
     let mut last = String::new();
     let mut last_at = Instant::now();
-    let api: Api<Release> = Api::namespaced(conn.watch_client.clone(), &conn.namespace);
-    let mut changes = watcher(
-        api,
-        watcher::Config::default().fields(&format!("metadata.name={name}")),
-    )
-    .default_backoff()
-    .boxed();
+    let mut changes = conn.watch_release(name);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let run = async {
         loop {
@@ -754,11 +769,11 @@ async fn follow_rollback(
             };
             let r = match event {
                 None => return Ok(None),
-                Some(Ok(watcher::Event::Apply(r) | watcher::Event::InitApply(r))) => r,
-                Some(Ok(watcher::Event::Delete(_))) => {
+                Some(Ok(Some(r))) => r,
+                Some(Ok(None)) => {
                     return Err(Failure::failed(format!("Release {name} was deleted")));
                 }
-                Some(_) => continue,
+                Some(Err(_)) => continue,
             };
             let Some(rb) = r.status.as_ref().and_then(|s| {
                 s.rollback
