@@ -990,6 +990,116 @@ async fn rollback_wait_past_its_timeout_exits_3() {
     assert_eq!(rollback_phase(&r), "MigratingDown", "{}", shown(&r));
 }
 
+/// A rollback across two schema changes, the newer irreversible: the dry run is refused
+/// (IrreversibleMigration, exit 1) until `--allow-irreversible`, which names exactly the crossed
+/// irreversible version; then the dry run lists both down steps in order (the irreversible one
+/// skipped, the other's Job to run), and the real rollback runs that Job and restores 1.0.0.
+#[tokio::test]
+async fn rollback_across_migrations_previews_the_down_jobs_and_names_the_irreversible_one() {
+    let f = Fixture::new("cli_rollback_migrations").await;
+    let ns = f.ns.name();
+    let migration = |tag: &str, schema: &str, reversible: bool| {
+        json!({"migration": {
+            "image": format!("127.0.0.1:9/shop/migrate:{tag}"),
+            "schemaVersion": schema,
+            "down": {"command": ["/migrate", "down"]},
+            "reversible": reversible,
+        }})
+    };
+    healthy_v1(&f, migration("1", "1", true)).await;
+    ship_healthy(&f, "1.1.0", 2, migration("2", "2", true)).await;
+    ship_healthy(&f, "1.2.0", 3, migration("3", "3", false)).await;
+    let before = release_json(&f).await;
+
+    let refused = cli(
+        ns,
+        &[
+            "rollback",
+            "shop",
+            "--to",
+            "1.0.0",
+            "--dry-run",
+            "-o",
+            "json",
+        ],
+    )
+    .await;
+    refused.expect_code(1);
+    assert_eq!(
+        refused.json()["refused"]["reason"],
+        "IrreversibleMigration",
+        "{}",
+        refused.shown()
+    );
+
+    let args = ["rollback", "shop", "--to", "1.0.0", "--allow-irreversible"];
+    let preview = cli(ns, &[&args[..], &["--dry-run", "-o", "json"]].concat()).await;
+    preview.expect_code(0);
+    let p = preview.json();
+    assert_eq!(p["irreversible"], json!(["1.2.0"]), "{}", preview.shown());
+    assert_eq!(
+        (&p["from"]["version"], &p["to"]["version"]),
+        (&json!("1.2.0"), &json!("1.0.0")),
+        "{}",
+        preview.shown()
+    );
+    let steps: Vec<(String, String, String, String)> = p["migrations"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no migrations: {}", preview.shown()))
+        .iter()
+        .map(|m| {
+            let s = |k: &str| m[k].as_str().unwrap_or_default().to_owned();
+            (
+                s("version"),
+                s("fromSchemaVersion"),
+                s("toSchemaVersion"),
+                s("phase"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            ("1.2.0".into(), "3".into(), "2".into(), "Skipped".into()),
+            ("1.1.0".into(), "2".into(), "1".into(), "Pending".into()),
+        ],
+        "newest first; the irreversible one skipped\n{}",
+        preview.shown()
+    );
+    let table = cli(ns, &[&args[..], &["--dry-run"]].concat()).await;
+    table.expect_code(0);
+    assert_mentions(&table, &["Down migrations", "1.1.0 → 1.0.0", "skipped"]);
+    let unchanged = release_json(&f).await;
+    assert_eq!(
+        unchanged["metadata"]["resourceVersion"], before["metadata"]["resourceVersion"],
+        "a dry run wrote to the Release"
+    );
+
+    let run = cli_within(
+        ns,
+        &[&args[..], &["--wait", "--timeout", "90s"]].concat(),
+        secs(100),
+    )
+    .await;
+    run.expect_code(0);
+    let r = release_json(&f).await;
+    assert_eq!(
+        annotation(&r, "rewind.dev/allow-irreversible"),
+        Some("1.2.0"),
+        "{}",
+        shown(&r)
+    );
+    let done = &r["status"]["rollbacks"][0];
+    assert_eq!(done["phase"], "Succeeded", "{}", shown(&r));
+    assert_eq!(
+        done["migrations"][1]["phase"],
+        "Succeeded",
+        "the 1.1.0 down Job ran\n{}",
+        shown(&r)
+    );
+    assert_eq!(r["status"]["version"], "1.0.0", "{}", shown(&r));
+}
+
 /// `rollback` without `--wait` returns 0 once Rewind accepted the request; while the rollback's
 /// down Job runs, `status` shows it in flight (the migration step, the timeline so far) and
 /// counts the pods of the live revision: the Deployment's three, not the migration Job's pod.

@@ -202,7 +202,17 @@ fn preview_of(release: &Release, plan: &decide::Plan, id: &str) -> Preview {
         p.from = Some(rb.from.clone());
         p.to = Some(rb.to.clone());
         p.phase = Some(rb.phase);
+        // Nothing runs in a preview: the step the plan would start is still to run.
         p.migrations = rb.migrations.clone();
+        for m in &mut p.migrations {
+            if m.phase == MigrationPhase::Running {
+                m.phase = MigrationPhase::Pending;
+                if let Some(j) = m.job.as_mut() {
+                    j.phase = MigrationPhase::Pending;
+                    j.started_at = None;
+                }
+            }
+        }
         p.images = st
             .history
             .iter()
@@ -727,7 +737,7 @@ fn dry_run(
         out.push_str("  Down migrations, in order:\n");
         for m in &p.migrations {
             out.push_str(&format!(
-                "    {} → {}: schema {} → {}, image {}{}\n",
+                "    {} → {}: schema {} → {}, image {}{}{}\n",
                 m.version,
                 m.to_version,
                 m.from_schema_version,
@@ -737,6 +747,10 @@ fn dry_run(
                     &m.to_schema_version
                 },
                 m.image,
+                m.job
+                    .as_ref()
+                    .map(|j| format!(", Job {}", j.name))
+                    .unwrap_or_default(),
                 if m.phase == MigrationPhase::Skipped {
                     " — skipped (no down, or irreversible and allowed)"
                 } else {
