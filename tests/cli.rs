@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use k8s_openapi::api::authentication::v1::SelfSubjectReview;
 use k8s_openapi::api::core::v1::ServiceAccount;
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::{
     Api, ResourceExt,
     api::{ApiResource, DynamicObject, PostParams},
@@ -97,9 +98,14 @@ fn kubeconfig() -> String {
 /// Run `kubectl-rewind --kubeconfig <KUBECONFIG> -n <ns> <args>`; it is killed (and the test
 /// fails) if it has not exited within `limit`.
 async fn cli_within(ns: &str, args: &[&str], limit: Duration) -> Run {
+    cli_as(&kubeconfig(), ns, args, limit).await
+}
+
+/// `cli_within` with another kubeconfig (another user).
+async fn cli_as(kubeconfig: &str, ns: &str, args: &[&str], limit: Duration) -> Run {
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_kubectl-rewind"));
     cmd.arg("--kubeconfig")
-        .arg(kubeconfig())
+        .arg(kubeconfig)
         .args(["-n", ns])
         .args(args)
         .env_remove("KUBECONFIG")
@@ -988,6 +994,81 @@ async fn rollback_wait_past_its_timeout_exits_3() {
         .unwrap_or_else(|| panic!("no rewind.dev/request-id:\n{}", shown(&r)));
     assert_eq!(r["status"]["handled"]["requestId"], id, "{}", shown(&r));
     assert_eq!(rollback_phase(&r), "MigratingDown", "{}", shown(&r));
+}
+
+/// Someone who may read Releases and pods but not patch Releases: `status` works, and
+/// `rollback` is refused by the API server with the verb and resource named and how to check;
+/// nothing is written.
+#[tokio::test]
+async fn rollback_without_the_right_to_patch_names_the_verb_and_the_resource() {
+    let f = Fixture::new("cli_rbac_denied").await;
+    let ns = f.ns.name();
+    healthy_v1_then_v1_1(&f).await;
+    let client = f.ns.client();
+    let sa: ServiceAccount =
+        serde_json::from_value(json!({"metadata": {"name": "viewer"}})).unwrap();
+    let sas: Api<ServiceAccount> = f.ns.api();
+    sas.create(&PostParams::default(), &sa)
+        .await
+        .expect("creating ServiceAccount viewer");
+    let role: Role = serde_json::from_value(json!({
+        "metadata": {"name": "release-viewer"},
+        "rules": [
+            {"apiGroups": ["rewind.dev"], "resources": ["releases"], "verbs": ["get", "list", "watch"]},
+            {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
+        ],
+    }))
+    .unwrap();
+    f.ns.api::<Role>()
+        .create(&PostParams::default(), &role)
+        .await
+        .expect("creating Role release-viewer");
+    let binding: RoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": "viewer"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "release-viewer"},
+        "subjects": [{"kind": "ServiceAccount", "name": "viewer", "namespace": ns}],
+    }))
+    .unwrap();
+    f.ns.api::<RoleBinding>()
+        .create(&PostParams::default(), &binding)
+        .await
+        .expect("creating RoleBinding viewer");
+    let token = Api::<ServiceAccount>::namespaced(client, ns)
+        .create_token_request(
+            "viewer",
+            &PostParams::default(),
+            &serde_json::from_value(json!({"spec": {"audiences": [], "expirationSeconds": 3600}}))
+                .unwrap(),
+        )
+        .await
+        .expect("a token for viewer")
+        .status
+        .expect("a token")
+        .token;
+    let kc = kubeconfig_with_token(&format!("{ns}-viewer"), &token).await;
+    let kc = kc.to_string_lossy().into_owned();
+
+    let status = cli_as(&kc, ns, &["status", "shop", "-o", "json"], secs(30)).await;
+    status.expect_code(0);
+    assert_eq!(status.json()["liveVersion"], "1.1.0", "{}", status.shown());
+
+    let before = release_json(&f).await;
+    let run = cli_as(&kc, ns, &["rollback", "shop", "--to", "1.0.0"], secs(30)).await;
+    run.expect_code(1);
+    assert_mentions(
+        &run,
+        &[
+            "forbidden",
+            "patch",
+            "releases.rewind.dev",
+            &format!("kubectl auth can-i patch releases.rewind.dev -n {ns}"),
+        ],
+    );
+    let after = release_json(&f).await;
+    assert_eq!(
+        after["metadata"]["annotations"], before["metadata"]["annotations"],
+        "a refused request left annotations behind"
+    );
 }
 
 /// A rollback across two schema changes, the newer irreversible: the dry run is refused

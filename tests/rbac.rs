@@ -12,8 +12,6 @@
 mod operator;
 mod support;
 
-use std::path::{Path, PathBuf};
-
 use k8s_openapi::api::authentication::v1::TokenRequest;
 use k8s_openapi::api::core::v1::ServiceAccount;
 use kube::api::{DynamicObject, PostParams};
@@ -74,30 +72,6 @@ async fn create_all(client: &kube::Client, objects: &[Value]) {
             .await
             .unwrap_or_else(|e| panic!("creating {} {:?}: {e}", types.kind, obj.metadata.name));
     }
-}
-
-/// A kubeconfig for `token`, against the test cluster, written to target/test-logs/.
-async fn kubeconfig_with_token(name: &str, token: &str) -> PathBuf {
-    let path = std::env::var_os("KUBECONFIG").expect("KUBECONFIG");
-    let admin = kube::config::Kubeconfig::read_from(std::env::split_paths(&path).next().unwrap())
-        .expect("reading the admin kubeconfig");
-    let cluster = admin.clusters[0].cluster.clone().expect("a cluster entry");
-    let kc = json!({
-        "apiVersion": "v1", "kind": "Config",
-        "clusters": [{"name": "test", "cluster": {
-            "server": cluster.server,
-            "certificate-authority-data": cluster.certificate_authority_data,
-            "certificate-authority": cluster.certificate_authority,
-        }}],
-        "users": [{"name": name, "user": {"token": token}}],
-        "contexts": [{"name": "test", "context": {"cluster": "test", "user": name}}],
-        "current-context": "test",
-    });
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-logs");
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join(format!("{name}.kubeconfig"));
-    std::fs::write(&file, serde_json::to_string_pretty(&kc).unwrap()).unwrap();
-    file
 }
 
 /// The ServiceAccount the render runs the operator as.

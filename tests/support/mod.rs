@@ -630,3 +630,28 @@ pub fn sha256_hex(data: &[u8]) -> String {
         .map(|b| format!("{b:02x}"))
         .collect()
 }
+
+/// A kubeconfig for `token` (a ServiceAccount's, from a TokenRequest), against the test
+/// cluster, written to target/test-logs/: to act as someone with less than admin rights.
+pub async fn kubeconfig_with_token(name: &str, token: &str) -> std::path::PathBuf {
+    let path = std::env::var_os("KUBECONFIG").expect("KUBECONFIG");
+    let admin = kube::config::Kubeconfig::read_from(std::env::split_paths(&path).next().unwrap())
+        .expect("reading the admin kubeconfig");
+    let cluster = admin.clusters[0].cluster.clone().expect("a cluster entry");
+    let kc = serde_json::json!({
+        "apiVersion": "v1", "kind": "Config",
+        "clusters": [{"name": "test", "cluster": {
+            "server": cluster.server,
+            "certificate-authority-data": cluster.certificate_authority_data,
+            "certificate-authority": cluster.certificate_authority,
+        }}],
+        "users": [{"name": name, "user": {"token": token}}],
+        "contexts": [{"name": "test", "context": {"cluster": "test", "user": name}}],
+        "current-context": "test",
+    });
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-logs");
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join(format!("{name}.kubeconfig"));
+    std::fs::write(&file, serde_json::to_string_pretty(&kc).unwrap()).unwrap();
+    file
+}
