@@ -720,6 +720,10 @@ pub struct Rollback {
     /// manual rollbacks asked for on the Release.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_reason: Option<String>,
+    /// The `rewind.dev/request-id` of the request that started it (on the Release), so a client
+    /// that asked knows this rollback is the one it asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
     /// Where it stands: MigratingDown (when the policy's order is BeforeRollback and the
     /// schema changes), RestoringImages, Verifying, MigratingDownAfter (order AfterRollback),
     /// then Succeeded or Failed.

@@ -32,15 +32,20 @@ pub fn print_data<T: Serialize>(value: &T, output: Output) -> Result<(), Failure
     write_out(&text)
 }
 
-/// Write to stdout; a closed pipe (`| head`) is not an error worth a message.
+/// Write to stdout. A closed pipe (`| head`) ends the command quietly, as it ends kubectl:
+/// nobody reads what follows, and a `--watch` must not go on writing into nothing.
 pub fn write_out(text: &str) -> Result<(), Failure> {
     let mut out = std::io::stdout().lock();
     match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
-            Err(Failure::failed(format!("cannot write the output: {e}")))
-        }
-        _ => Ok(()),
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+        Err(e) => Err(Failure::failed(format!("cannot write the output: {e}"))),
     }
+}
+
+/// A line on stdout (see [`write_out`]).
+pub fn say(line: impl AsRef<str>) -> Result<(), Failure> {
+    write_out(&format!("{}\n", line.as_ref()))
 }
 
 /// `list`.
@@ -52,7 +57,10 @@ pub async fn list(conn: &Conn, all: bool, output: Output) -> Result<ExitCode, Fa
     };
     let mut releases = match api.list(&ListParams::default()).await {
         Ok(l) => l.items,
-        Err(e) => return Err(conn.api_failure(e, "list", "releases.rewind.dev").await),
+        Err(e) => {
+            let ns = (!all).then_some(conn.namespace.as_str());
+            return Err(conn.failure_in(&e, "list", "releases.rewind.dev", ns).await);
+        }
     };
     releases.sort_by_key(|r| (r.namespace(), r.name_any()));
     let list = model::List {
@@ -176,14 +184,14 @@ pub async fn status(
 enum Change {
     Release(Option<Box<Release>>),
     Pods,
-    Error(String),
+    Error(&'static str, Box<watcher::Error>),
 }
 
 /// Redraw the status on every change of the Release or its pods (watches, not polling).
 async fn follow(conn: &Conn, name: &str, output: Output) -> Result<ExitCode, Failure> {
     let release_changes = conn.watch_release(name).map(|e| match e {
         Ok(r) => Change::Release(r.map(Box::new)),
-        Err(e) => Change::Error(e),
+        Err(e) => Change::Error("releases.rewind.dev", Box::new(e)),
     });
     let (store, writer) = reflector::store::<Pod>();
     let pod_api: Api<Pod> = Api::namespaced(conn.watch_client.clone(), &conn.namespace);
@@ -199,7 +207,7 @@ async fn follow(conn: &Conn, name: &str, output: Output) -> Result<ExitCode, Fai
         match e {
             Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => None,
             Ok(_) => Some(Change::Pods),
-            Err(e) => Some(Change::Error(e.to_string())),
+            Err(e) => Some(Change::Error("pods", Box::new(e))),
         }
     });
     let mut changes = stream::select(release_changes.boxed(), pod_changes.boxed());
@@ -217,7 +225,13 @@ async fn follow(conn: &Conn, name: &str, output: Output) -> Result<ExitCode, Fai
                     return Err(Failure::failed(format!("Release {name} was deleted")));
                 }
                 Some(Change::Pods) => { problem = None; }
-                Some(Change::Error(e)) => problem = Some(e),
+                Some(Change::Error(resource, e)) => {
+                    // Not allowed (or gone) does not pass by itself: say so and stop.
+                    if let Some(f) = conn.watch_failure(&e, resource).await {
+                        return Err(f);
+                    }
+                    problem = Some(e.to_string());
+                }
                 None => return Ok(ExitCode::SUCCESS),
             },
             _ = tick.tick(), if terminal => {}

@@ -83,7 +83,16 @@ impl Conn {
             Some(path) => Some(Kubeconfig::read_from(path).map_err(|e| {
                 Failure::failed(format!("cannot read kubeconfig {}: {e}", path.display()))
             })?),
-            None => Kubeconfig::read().ok(),
+            None => match Kubeconfig::read() {
+                Ok(k) => Some(k),
+                // Nothing to read is fine (in a pod: the in-cluster account); a file that is
+                // there but does not read is not.
+                Err(e) if kubeconfig_expected() => {
+                    return Err(Failure::failed(format!("cannot read the kubeconfig: {e}"))
+                        .hint("check $KUBECONFIG and ~/.kube/config (kubectl config view)"));
+                }
+                Err(_) => None,
+            },
         };
         let (mut config, kubeconfig_user) = match kubeconfig {
             Some(k) => {
@@ -119,12 +128,14 @@ impl Conn {
             .namespace
             .clone()
             .unwrap_or_else(|| config.default_namespace.clone());
+        // 0 means no limit, as in kubectl.
+        let timeout = (!timeout.is_zero()).then_some(timeout);
         let mut watch_config = config.clone();
-        watch_config.connect_timeout = Some(timeout);
+        watch_config.connect_timeout = timeout;
         watch_config.read_timeout = None;
-        config.connect_timeout = Some(timeout);
-        config.read_timeout = Some(timeout);
-        config.write_timeout = Some(timeout);
+        config.connect_timeout = timeout;
+        config.read_timeout = timeout;
+        config.write_timeout = timeout;
         config.reset_reader_on_write = true;
         let client = Client::try_from(config)
             .and_then(|c| Ok((c, Client::try_from(watch_config)?)))
@@ -192,14 +203,29 @@ impl Conn {
 
     /// Words for an error from the API server: who may not do what, missing CRDs, no server.
     pub async fn api_failure(&self, e: kube::Error, verb: &str, resource: &str) -> Failure {
-        let ns = &self.namespace;
-        match &e {
+        self.failure_in(&e, verb, resource, Some(&self.namespace))
+            .await
+    }
+
+    /// As [`Conn::api_failure`], for a request over every namespace (`ns` None).
+    pub async fn failure_in(
+        &self,
+        e: &kube::Error,
+        verb: &str,
+        resource: &str,
+        ns: Option<&str>,
+    ) -> Failure {
+        let (where_, can_i) = match ns {
+            Some(ns) => (format!("in namespace {ns}"), format!("-n {ns}")),
+            None => ("in all namespaces".to_owned(), "-A".to_owned()),
+        };
+        match e {
             kube::Error::Api(s) if s.code == 403 => Failure::failed(format!(
-                "forbidden: you may not {verb} {resource} in namespace {ns}: {}",
+                "forbidden: you may not {verb} {resource} {where_}: {}",
                 s.message
             ))
             .hint(format!(
-                "ask for the verb {verb:?} on {resource} in namespace {ns}; check with: kubectl auth can-i {verb} {resource} -n {ns}"
+                "ask for the verb {verb:?} on {resource} {where_}; check with: kubectl auth can-i {verb} {resource} {can_i}"
             )),
             kube::Error::Api(s) if s.code == 401 => {
                 Failure::failed(format!("the API server refused your credentials: {}", s.message))
@@ -210,7 +236,7 @@ impl Conn {
                     "Rewind's CRDs (releases.rewind.dev) are not installed in the cluster at {}",
                     self.server
                 ))
-                .hint("install Rewind (README: \"Install on a cluster\"), or check --context")
+                .hint("install Rewind (README: \"Installing on a real cluster\"), or check --context")
             }
             kube::Error::Api(s) => Failure::failed(format!(
                 "the API server refused to {verb} {resource}: {} ({})",
@@ -238,7 +264,8 @@ impl Conn {
     pub fn watch_release(
         &self,
         name: &str,
-    ) -> futures::stream::BoxStream<'static, Result<Option<Release>, String>> {
+    ) -> futures::stream::BoxStream<'static, Result<Option<Release>, kube::runtime::watcher::Error>>
+    {
         use futures::StreamExt;
         use kube::runtime::{WatchStreamExt, watcher};
         let api: Api<Release> = Api::namespaced(self.watch_client.clone(), &self.namespace);
@@ -252,10 +279,43 @@ impl Conn {
                 Ok(watcher::Event::Apply(r) | watcher::Event::InitApply(r)) => Some(Ok(Some(r))),
                 Ok(watcher::Event::Delete(_)) => Some(Ok(None)),
                 Ok(watcher::Event::Init | watcher::Event::InitDone) => None,
-                Err(e) => Some(Err(e.to_string())),
+                Err(e) => Some(Err(e)),
             }
         })
         .boxed()
+    }
+
+    /// A watch error that will not pass by itself (not allowed, not there) as a failure to
+    /// report; None for one the watch resumes from (a cut connection, a restarting server).
+    pub async fn watch_failure(
+        &self,
+        e: &kube::runtime::watcher::Error,
+        resource: &str,
+    ) -> Option<Failure> {
+        use kube::runtime::watcher::Error as W;
+        let inner = match e {
+            W::InitialListFailed(e) | W::WatchStartFailed(e) | W::WatchFailed(e) => e,
+            W::WatchError(s) if matches!(s.code, 401 | 403) => {
+                return Some(
+                    Failure::failed(format!(
+                        "the API server ended the watch of {resource}: {}",
+                        s.message
+                    ))
+                    .hint(format!(
+                        "check with: kubectl auth can-i watch {resource} -n {}",
+                        self.namespace
+                    )),
+                );
+            }
+            _ => return None,
+        };
+        match inner {
+            kube::Error::Api(s) if matches!(s.code, 401 | 403 | 404) => Some(
+                self.failure_in(inner, "watch", resource, Some(&self.namespace))
+                    .await,
+            ),
+            _ => None,
+        }
     }
 
     /// Who the API server says we are (SelfSubjectReview); the kubeconfig's user name when the
@@ -274,6 +334,14 @@ impl Conn {
             _ => self.kubeconfig_user.clone(),
         }
     }
+}
+
+/// A kubeconfig should be there: $KUBECONFIG is set, or ~/.kube/config exists.
+fn kubeconfig_expected() -> bool {
+    std::env::var_os("KUBECONFIG").is_some_and(|v| !v.is_empty())
+        || std::env::var_os("HOME")
+            .map(std::path::PathBuf::from)
+            .is_some_and(|h| h.join(".kube/config").exists())
 }
 
 /// The user entry the context names.

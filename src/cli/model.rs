@@ -144,17 +144,36 @@ pub struct Pending {
     pub request_id: Option<String>,
 }
 
-/// The rollback request on the Release that Rewind has not answered yet, if any: one whose
-/// id (or, without an id, whose value) is not the one `status.handled` records.
+/// The rollback request on the Release that Rewind has not answered yet, if any, by the
+/// operator's own rule (`decide::requests`): with an id, answered when `handled.requestId` is
+/// that id and `handled.rollbackTo` is this value (or was cleared by an irreversible refusal);
+/// without one, when `handled.rollbackTo` is this value. A request refused for crossing an
+/// irreversible migration is answered too (its condition quotes the value), though it stays
+/// armed until the override names the versions.
 pub fn pending(release: &Release) -> Option<Pending> {
+    use crate::decide::text::{NAME_MAX, bounded_key};
     let a = release.annotations();
     let to = a.get(labels::ROLLBACK_TO).filter(|v| !v.is_empty())?;
-    let handled = release.status.as_ref().and_then(|s| s.handled.as_ref());
+    let st = release.status.as_ref();
+    let handled = st.and_then(|s| s.handled.as_ref());
+    let value_key = bounded_key(to, NAME_MAX);
+    let handled_value = handled.and_then(|h| h.rollback_to.as_deref());
+    let value_done = handled_value == Some(to.as_str()) || handled_value == Some(&value_key);
     let id = a.get(labels::REQUEST_ID).filter(|v| !v.is_empty());
     let answered = match id {
-        Some(id) => handled.and_then(|h| h.request_id.as_deref()) == Some(id.as_str()),
-        None => handled.and_then(|h| h.rollback_to.as_deref()) == Some(to.as_str()),
-    };
+        Some(id) => {
+            handled.and_then(|h| h.request_id.as_deref()) == Some(&bounded_key(id, NAME_MAX))
+                && (value_done || handled_value.is_none())
+        }
+        None => value_done,
+    } || st
+        .and_then(|s| conditions::get(&s.conditions, conditions::MANUAL_ROLLBACK))
+        .is_some_and(|c| {
+            c.status == "False"
+                && c.reason == reasons::IRREVERSIBLE_MIGRATION
+                && c.message
+                    .contains(&format!("{:?}", crate::decide::text::bounded(to, NAME_MAX)))
+        });
     (!answered).then(|| Pending {
         to: to.clone(),
         requested_by: a.get(labels::REQUESTED_BY).cloned(),
@@ -528,7 +547,7 @@ fn next_steps(release: &Release, view: &StatusView) -> Vec<Next> {
     }
     // A failure Rewind did not roll back (automatic: false, cooldown, no target): a person can.
     if matches!(view.phase, Some(Phase::Degraded))
-        && let Some(target) = last_healthy_before_live(release)
+        && let Some(target) = healthy_versions(release).into_iter().next()
     {
         next.push(Next {
             why: format!("the live revision failed and was not rolled back; {target} was healthy"),
@@ -553,20 +572,126 @@ fn next_steps(release: &Release, view: &StatusView) -> Vec<Next> {
     next
 }
 
-/// The newest healthy revision before the live one, by version.
-fn last_healthy_before_live(release: &Release) -> Option<String> {
-    let st = release.status.as_ref()?;
-    let live = st.revision?;
-    st.history
-        .iter()
-        .filter(|r| r.revision < live && r.healthy_at.is_some())
-        .filter(|r| r.outcome != crate::api::Outcome::Failed)
-        .max_by_key(|r| r.revision)
-        .map(|r| r.version.clone())
+/// Versions a rollback may name, newest first: those whose newest revision was healthy and is
+/// not the live one (a version names its newest revision).
+pub fn healthy_versions(release: &Release) -> Vec<String> {
+    let Some(st) = release.status.as_ref() else {
+        return Vec::new();
+    };
+    let mut newest: std::collections::BTreeMap<&str, &Revision> = Default::default();
+    for r in &st.history {
+        let e = newest.entry(r.version.as_str()).or_insert(r);
+        if r.revision > e.revision {
+            *e = r;
+        }
+    }
+    let mut ok: Vec<&Revision> = newest
+        .into_values()
+        .filter(|r| r.healthy_at.is_some() && r.outcome != crate::api::Outcome::Failed)
+        .filter(|r| Some(r.revision) != st.revision)
+        .collect();
+    ok.sort_by_key(|r| std::cmp::Reverse(r.revision));
+    ok.into_iter().map(|r| r.version.clone()).collect()
 }
 
 /// Short form of a digest for tables: the first 12 hex digits.
 pub fn short_digest(digest: &str) -> &str {
     let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
     hex.get(..12).unwrap_or(hex)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decide::text::{NAME_MAX, bounded_key};
+
+    fn release(annotations: &[(&str, &str)], status: serde_json::Value) -> Release {
+        let a: serde_json::Map<String, serde_json::Value> = annotations
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), serde_json::Value::from(*v)))
+            .collect();
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "rewind.dev/v1alpha1", "kind": "Release",
+            "metadata": {"name": "shop", "namespace": "ns", "annotations": a},
+            "spec": {"version": "2.0.0", "target": {"kind": "Deployment", "name": "shop"},
+                     "images": [{"container": "c", "image": "r/c:2"}]},
+            "status": status,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_request_is_pending_until_answered_by_the_operators_own_rule() {
+        let to = labels::ROLLBACK_TO;
+        let id = labels::REQUEST_ID;
+        let handled = |v: &str, i: Option<&str>| serde_json::json!({"handled": {"rollbackTo": v, "requestId": i}});
+        let cases: Vec<(&str, Vec<(&str, &str)>, serde_json::Value, bool)> = vec![
+            (
+                "answered, same id and value",
+                vec![(to, "1.0.0"), (id, "a")],
+                handled("1.0.0", Some("a")),
+                false,
+            ),
+            (
+                "a new id",
+                vec![(to, "1.0.0"), (id, "b")],
+                handled("1.0.0", Some("a")),
+                true,
+            ),
+            (
+                "the same id, another value",
+                vec![(to, "1.1.0"), (id, "a")],
+                handled("1.0.0", Some("a")),
+                true,
+            ),
+            (
+                "no status yet",
+                vec![(to, "1.0.0"), (id, "a")],
+                serde_json::json!({}),
+                true,
+            ),
+            (
+                "no id, value handled",
+                vec![(to, "1.0.0")],
+                handled("1.0.0", None),
+                false,
+            ),
+            (
+                "no id, another value",
+                vec![(to, "1.1.0")],
+                handled("1.0.0", None),
+                true,
+            ),
+            (
+                "an id, refused as irreversible (value not used up)",
+                vec![(to, "1.0.0"), (id, "a")],
+                serde_json::json!({"handled": {"requestId": "a"}}),
+                false,
+            ),
+            (
+                "no id, refused as irreversible",
+                vec![(to, "1.0.0")],
+                serde_json::json!({"conditions": [{
+                    "type": "ManualRollback", "status": "False", "reason": "IrreversibleMigration",
+                    "message": "rollback to \"1.0.0\" (annotation rewind.dev/rollback-to on the Release) refused: …",
+                    "lastTransitionTime": "2026-11-26T10:00:00Z"}]}),
+                false,
+            ),
+            ("nothing asked", vec![], handled("1.0.0", Some("a")), false),
+        ];
+        for (what, annotations, status, pending_expected) in cases {
+            let r = release(&annotations, status);
+            assert_eq!(pending(&r).is_some(), pending_expected, "{what}");
+        }
+        // Values and ids past the bound are compared as the operator keeps them.
+        let long = "9".repeat(400);
+        let r = release(
+            &[(to, &long), (id, &long)],
+            handled(
+                &bounded_key(&long, NAME_MAX),
+                Some(&bounded_key(&long, NAME_MAX)),
+            ),
+        );
+        assert!(pending(&r).is_none(), "bounded forms match");
+    }
 }

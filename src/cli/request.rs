@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 
 use super::{
     Output, RollbackArgs,
-    commands::{print_data, write_out},
+    commands::{print_data, say, write_out},
     conn::{Conn, Failure, code},
     model, render,
 };
@@ -314,8 +314,12 @@ async fn await_release<T>(
                     }
                 }
                 Ok(None) => return Err(Failure::failed(format!("Release {name} was deleted"))),
-                // The watch resumes by itself.
-                Err(_) => {}
+                Err(e) => {
+                    // Not allowed to watch does not pass by itself; a cut watch resumes.
+                    if let Some(f) = conn.watch_failure(&e, "releases.rewind.dev").await {
+                        return Err(f);
+                    }
+                }
             }
         }
         Ok(None)
@@ -352,6 +356,7 @@ fn withdraw() -> String {
         labels::REQUEST_ID,
         labels::REQUESTED_BY,
         labels::REASON,
+        labels::ALLOW_IRREVERSIBLE,
     ]
     .map(|k| format!("{k}-"))
     .join(" ")
@@ -364,6 +369,7 @@ pub async fn rollback(conn: &Conn, args: RollbackArgs) -> Result<ExitCode, Failu
         .timeout
         .value()
         .map_err(|e| Failure::failed(format!("--timeout: {e}")).code(code::USAGE))?;
+    let output = args.format.output;
     let name = args.release.clone();
     let ns = conn.namespace.clone();
     let mut release = conn.release(&name).await?;
@@ -373,8 +379,12 @@ pub async fn rollback(conn: &Conn, args: RollbackArgs) -> Result<ExitCode, Failu
         return Err(Failure::failed("--to needs a version, or \"previous\"").code(code::USAGE));
     }
     if to != labels::PREVIOUS && !status.history.iter().any(|r| r.version == to) {
-        let mut known: Vec<&str> = status.history.iter().map(|r| r.version.as_str()).collect();
-        known.dedup();
+        let mut known: Vec<&str> = Vec::new();
+        for r in &status.history {
+            if !known.contains(&r.version.as_str()) {
+                known.push(&r.version);
+            }
+        }
         return Err(Failure::failed(format!(
             "Release {name} has no revision of version {to:?} in its history"
         ))
@@ -384,18 +394,42 @@ pub async fn rollback(conn: &Conn, args: RollbackArgs) -> Result<ExitCode, Failu
             format!("known versions, newest first: {}", known.join(", "))
         }));
     }
-    if let Some((value, who)) = pending_request(&release) {
-        return Err(Failure::failed(format!(
-            "{who} asked for a rollback of {name} to {value} and Rewind has not answered it yet"
-        ))
-        .hint(format!(
-            "follow it: kubectl rewind status {name} -n {ns} --watch"
-        ))
-        .hint(format!(
-            "or withdraw it first: kubectl annotate release {name} -n {ns} {}",
-            withdraw()
-        )));
-    }
+    // What the Release alone shows (the planner's check needs more rights): a request
+    // pending, paused, a rollback in flight.
+    let local_check = |r: &Release| -> Result<(), Failure> {
+        if let Some((value, who)) = pending_request(r) {
+            return Err(Failure::failed(format!(
+                "{who} asked for a rollback of {name} to {value} and Rewind has not answered it yet; it was not overwritten"
+            ))
+            .hint(format!("follow it: kubectl rewind status {name} -n {ns} --watch"))
+            .hint(format!(
+                "or withdraw it first: kubectl annotate release {name} -n {ns} {}",
+                withdraw()
+            )));
+        }
+        if let Some(why) = model::paused(r) {
+            return Err(Failure::failed(format!(
+                "{name} is paused ({why}): Rewind would not act on a rollback; nothing was changed"
+            ))
+            .hint(format!(
+                "resume it first: kubectl rewind resume {name} -n {ns}"
+            )));
+        }
+        if let Some(rb) = r
+            .status
+            .as_ref()
+            .and_then(|s| s.rollback.as_ref())
+            .filter(|rb| !rb.phase.is_finished())
+        {
+            return Err(Failure::failed(format!(
+                "rollback {} ({} → {}) is in flight ({:?}); a second one waits for it to end; nothing was changed",
+                rb.id, rb.from.version, rb.to.version, rb.phase
+            ))
+            .hint(format!("follow it: kubectl rewind status {name} -n {ns} --watch")));
+        }
+        Ok(())
+    };
+    local_check(&release)?;
     let who = conn.whoami().await;
     let id = request_id();
     let mut set: BTreeMap<&str, Option<String>> = BTreeMap::from([
@@ -406,47 +440,58 @@ pub async fn rollback(conn: &Conn, args: RollbackArgs) -> Result<ExitCode, Failu
             labels::REASON,
             args.reason.clone().filter(|r| !r.trim().is_empty()),
         ),
+        // Allowed for this request only when asked for with it: one left from an earlier
+        // request must not let this one cross an irreversible migration unasked.
+        (labels::ALLOW_IRREVERSIBLE, None),
     ]);
     let mut preview = plan_with(conn, &release, &set)
         .await?
         .map(|plan| preview_of(&release, &plan, &id));
     if args.allow_irreversible {
-        // Name exactly the irreversible migrations this rollback crosses (the planner says
-        // which, when it may cross them).
-        let crossed = crossed_irreversible(conn, &release, &set, &id).await?;
+        // Name exactly the irreversible migrations this rollback crosses: the planner says
+        // which when it can be asked; else every irreversible revision newer than the target.
+        let crossed = match &preview {
+            Some(_) => crossed_irreversible(conn, &release, &set, &id).await?,
+            None => irreversible_newer_than(&release, &to),
+        };
         if !crossed.is_empty() {
             set.insert(labels::ALLOW_IRREVERSIBLE, Some(crossed.join(",")));
-            preview = plan_with(conn, &release, &set)
-                .await?
-                .map(|plan| preview_of(&release, &plan, &id));
+            if preview.is_some() {
+                preview = plan_with(conn, &release, &set)
+                    .await?
+                    .map(|plan| preview_of(&release, &plan, &id));
+            }
         }
     }
+    let request = json!({"release": name, "namespace": ns, "to": to, "id": id, "requestedBy": who, "reason": args.reason});
     if args.dry_run {
-        return dry_run(conn, &name, &to, preview, args.format.output);
+        return dry_run(conn, &name, &to, preview, args.allow_irreversible, output);
     }
     if let Some(Preview {
         refused: Some(r), ..
     }) = &preview
     {
+        if output != Output::Table {
+            print_data(
+                &json!({"request": request, "accepted": false, "reason": r.reason, "message": r.message}),
+                output,
+            )?;
+        }
         return Err(refusal(&release, &name, &ns, &to, r));
     }
-    let pending_check = |r: &Release| {
-        match pending_request(r) {
-        Some((value, who)) => Err(Failure::failed(format!(
-            "{who} asked for a rollback of {name} to {value} at the same moment; it was not overwritten"
-        ))
-        .hint(format!("follow it: kubectl rewind status {name} -n {ns} --watch"))),
-        None => Ok(()),
-    }
-    };
-    annotate(conn, &mut release, &set, pending_check).await?;
+    annotate(conn, &mut release, &set, local_check).await?;
     let by = who.as_deref().unwrap_or("an unnamed user");
-    if args.format.output == Output::Table {
+    if output == Output::Table {
         eprintln!(
             "Asked Rewind to roll {ns}/{name} back to {to} (request {id}, as {by}); waiting for it to answer…"
         );
     }
-    let ack_limit = ACK.min(deadline.saturating_sub(started.elapsed()));
+    // --timeout bounds the whole command only with --wait.
+    let ack_limit = if args.wait {
+        ACK.min(deadline.saturating_sub(started.elapsed()))
+    } else {
+        ACK
+    };
     let answer = await_release(conn, &name, ack_limit, |r| {
         r.status.as_ref().filter(|s| answered(s, &id)).cloned()
     })
@@ -466,20 +511,26 @@ pub async fn rollback(conn: &Conn, args: RollbackArgs) -> Result<ExitCode, Failu
             Some(&withdraw()),
         ));
     };
-    let accepted = conditions::get(&st.conditions, conditions::MANUAL_ROLLBACK);
+    let condition = conditions::get(&st.conditions, conditions::MANUAL_ROLLBACK);
+    // Ours only if the rollback says it was started by this request (a request on the
+    // Deployment answered in the same pass could have started its own).
     let Some(rb) = st
         .rollback
         .clone()
-        .filter(|_| accepted.is_some_and(|c| c.status == "True"))
+        .filter(|rb| rb.request_id.as_deref() == Some(id.as_str()))
+        .filter(|_| condition.is_some_and(|c| c.status == "True"))
     else {
-        let (reason, message) = accepted
-            .map(|c| (c.reason.clone(), c.message.clone()))
-            .unwrap_or_default();
-        if args.format.output != Output::Table {
+        let (reason, message) = match condition {
+            Some(c) if c.status != "True" => (c.reason.clone(), c.message.clone()),
+            _ => (
+                "Superseded".to_owned(),
+                "Rewind answered the request, but the rollback it started is another one (a rollback-to on the Deployment at the same moment)".to_owned(),
+            ),
+        };
+        if output != Output::Table {
             print_data(
-                &json!({"request": {"release": name, "namespace": ns, "to": to, "id": id, "requestedBy": who, "reason": args.reason},
-                        "accepted": false, "reason": reason, "message": message}),
-                args.format.output,
+                &json!({"request": request, "accepted": false, "reason": reason, "message": message}),
+                output,
             )?;
         }
         return Err(
@@ -488,96 +539,95 @@ pub async fn rollback(conn: &Conn, args: RollbackArgs) -> Result<ExitCode, Failu
             ),
         );
     };
-    if args.format.output == Output::Table {
-        println!(
+    if output == Output::Table {
+        say(format!(
             "Rewind accepted it: rollback {} from {} (revision {}) to {} (revision {}), phase {:?}.",
             rb.id, rb.from.version, rb.from.revision, rb.to.version, rb.to.revision, rb.phase
-        );
+        ))?;
     }
     if !args.wait {
-        if args.format.output != Output::Table {
-            print_rollback(
-                &name,
-                &ns,
-                &to,
-                &id,
-                &who,
-                &args,
-                Some(&rb),
-                args.format.output,
-            )?;
+        if output != Output::Table {
+            print_rollback(&request, &rb, output)?;
         } else {
-            println!("Follow it: kubectl rewind status {name} -n {ns} --watch");
+            say(format!(
+                "Follow it: kubectl rewind status {name} -n {ns} --watch"
+            ))?;
         }
         return Ok(ExitCode::SUCCESS);
     }
     let left = deadline.saturating_sub(started.elapsed());
-    let result = follow_rollback(conn, &name, &rb.id, left, started, args.format.output).await;
-    match result {
-        Err(f) => Err(f),
-        Ok(Some(done)) => {
-            if args.format.output != Output::Table {
-                print_rollback(
-                    &name,
-                    &ns,
-                    &to,
-                    &id,
-                    &who,
-                    &args,
-                    Some(&done),
-                    args.format.output,
-                )?;
-            }
-            if done.phase == RollbackPhase::Succeeded {
-                if args.format.output == Output::Table {
-                    println!(
-                        "Rolled back: {ns}/{name} runs {} (revision {}) again, {} after the request.",
-                        done.to.version,
-                        done.to.revision,
-                        render::span(started.elapsed().as_secs_f64())
-                    );
-                }
-                Ok(ExitCode::SUCCESS)
-            } else {
-                let release = conn.release(&name).await?;
-                let view = model::status(&release, &[]);
-                let mut f = Failure::failed(format!(
-                    "rollback {} failed ({}): {}",
-                    done.id, done.reason, done.message
-                ));
-                for n in view.next {
-                    f = f.hint(format!("{}: {}", n.why, n.command));
-                }
-                Err(f)
-            }
-        }
-        Ok(None) => Err(Failure::failed(format!(
+    let Some(done) = follow_rollback(conn, &name, &rb.id, left, started, output).await? else {
+        return Err(Failure::failed(format!(
             "timed out after {}; the rollback goes on",
             render::span(started.elapsed().as_secs_f64())
         ))
         .code(code::TIMEOUT)
         .hint(format!(
             "follow it: kubectl rewind status {name} -n {ns} --watch"
-        ))),
+        )));
+    };
+    if output != Output::Table {
+        print_rollback(&request, &done, output)?;
     }
+    if done.phase == RollbackPhase::Succeeded {
+        if output == Output::Table {
+            say(format!(
+                "Rolled back: {ns}/{name} runs {} (revision {}) again, {} after the request.",
+                done.to.version,
+                done.to.revision,
+                render::span(started.elapsed().as_secs_f64())
+            ))?;
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let release = conn.release(&name).await?;
+    let view = model::status(&release, &[]);
+    let mut f = Failure::failed(format!(
+        "rollback {} failed ({}): {}",
+        done.id, done.reason, done.message
+    ));
+    for n in view.next {
+        f = f.hint(format!("{}: {}", n.why, n.command));
+    }
+    Err(f)
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Irreversible revisions newer than the newest revision of `to` (all of them for
+/// `previous`): what `--allow-irreversible` names when the planner cannot be asked.
+fn irreversible_newer_than(release: &Release, to: &str) -> Vec<String> {
+    let Some(st) = release.status.as_ref() else {
+        return Vec::new();
+    };
+    let floor = st
+        .history
+        .iter()
+        .filter(|r| r.version == to)
+        .map(|r| r.revision)
+        .max()
+        .unwrap_or(-1);
+    let mut versions: Vec<String> = Vec::new();
+    for r in &st.history {
+        if r.revision > floor
+            && r.migration.as_ref().is_some_and(|m| !m.reversible)
+            && !versions.contains(&r.version)
+        {
+            versions.push(r.version.clone());
+        }
+    }
+    versions
+}
+
+/// `rollback -o json|yaml`: the request and the rollback it started.
 fn print_rollback(
-    name: &str,
-    ns: &str,
-    to: &str,
-    id: &str,
-    who: &Option<String>,
-    args: &RollbackArgs,
-    rb: Option<&crate::api::Rollback>,
+    request: &Value,
+    rb: &crate::api::Rollback,
     output: Output,
 ) -> Result<(), Failure> {
     print_data(
         &json!({
-            "request": {"release": name, "namespace": ns, "to": to, "id": id, "requestedBy": who, "reason": args.reason},
+            "request": request,
             "accepted": true,
-            "rollback": rb.map(|rb| model::RollbackView { rollback: rb.clone(), timeline: model::timeline(rb) }),
+            "rollback": model::RollbackView { rollback: rb.clone(), timeline: model::timeline(rb) },
         }),
         output,
     )
@@ -603,7 +653,7 @@ fn refusal(release: &Release, name: &str, ns: &str, to: &str, r: &Refused) -> Fa
             ))
         }
         crate::reasons::TARGET_NOT_HEALTHY | crate::reasons::UNKNOWN_VERSION => {
-            let choices = healthy_versions(release);
+            let choices = model::healthy_versions(release);
             f = f.hint(if choices.is_empty() {
                 "no other version's newest revision was healthy".to_owned()
             } else {
@@ -622,28 +672,6 @@ fn refusal(release: &Release, name: &str, ns: &str, to: &str, r: &Refused) -> Fa
         }
     }
     f
-}
-
-/// Versions a rollback may name, newest first: those whose newest revision was healthy and is
-/// not the live one (a version names its newest revision).
-fn healthy_versions(release: &Release) -> Vec<String> {
-    let Some(st) = release.status.as_ref() else {
-        return Vec::new();
-    };
-    let mut newest: BTreeMap<&str, &crate::api::Revision> = BTreeMap::new();
-    for r in &st.history {
-        let e = newest.entry(r.version.as_str()).or_insert(r);
-        if r.revision > e.revision {
-            *e = r;
-        }
-    }
-    let mut ok: Vec<&crate::api::Revision> = newest
-        .into_values()
-        .filter(|r| r.healthy_at.is_some() && r.outcome != crate::api::Outcome::Failed)
-        .filter(|r| Some(r.revision) != st.revision)
-        .collect();
-    ok.sort_by_key(|r| std::cmp::Reverse(r.revision));
-    ok.into_iter().map(|r| r.version.clone()).collect()
 }
 
 /// The irreversible versions the rollback crosses when every override is given.
@@ -682,6 +710,7 @@ fn dry_run(
     name: &str,
     to: &str,
     preview: Option<Preview>,
+    allow_irreversible: bool,
     output: Output,
 ) -> Result<ExitCode, Failure> {
     let ns = &conn.namespace;
@@ -763,7 +792,12 @@ fn dry_run(
         out.push_str(&format!("  First step: {phase:?}\n"));
     }
     out.push_str(&format!(
-        "Run it: kubectl rewind rollback {name} --to {to} -n {ns} --wait\n"
+        "Run it: kubectl rewind rollback {name} --to {to}{} -n {ns} --wait\n",
+        if allow_irreversible {
+            " --allow-irreversible"
+        } else {
+            ""
+        }
     ));
     write_out(&out)?;
     Ok(ExitCode::SUCCESS)
@@ -799,7 +833,10 @@ async fn follow_rollback(
                 Some(Ok(None)) => {
                     return Err(Failure::failed(format!("Release {name} was deleted")));
                 }
-                Some(Err(_)) => continue,
+                Some(Err(e)) => match conn.watch_failure(&e, "releases.rewind.dev").await {
+                    Some(f) => return Err(f),
+                    None => continue,
+                },
             };
             let Some(rb) = r.status.as_ref().and_then(|s| {
                 s.rollback
@@ -900,33 +937,62 @@ pub async fn retry(conn: &Conn, name: &str) -> Result<ExitCode, Failure> {
     let stalled = conditions::get(&st.conditions, conditions::STALLED)
         .filter(|c| c.status == "True")
         .map(|c| c.reason.clone());
-    let what =
-        if let Some(b) = &st.blocked {
-            format!(
-                "{} is blocked since the rollback; Rewind will deploy it again",
-                b.version
-            )
-        } else if let Some(rb) = halted {
-            format!(
-                "rollback {} halted at a failed migration; Rewind goes on from the failed step",
-                rb.id
-            )
-        } else if let Some(reason) = &stalled {
-            format!("{name} is stalled ({reason}); Rewind tries again")
-        } else {
-            return Err(Failure::failed(format!(
-            "nothing to retry: {name} has no blocked version, no halted rollback and is not stalled"
+    if let Some(why) = model::paused(&release) {
+        return Err(Failure::failed(format!(
+            "{name} is paused ({why}): Rewind does not act on a retry while paused; nothing was changed"
         ))
-        .hint(format!("kubectl rewind status {name} -n {ns} shows where it stands")));
-        };
+        .hint(format!("resume it first: kubectl rewind resume {name} -n {ns}")));
+    }
+    // The stalls a retry ends; the others (target or container missing, policy error,
+    // claimed target) end when what they name is fixed.
+    let retryable = |reason: &str| {
+        [
+            crate::reasons::IMAGE_FIELD_CONTESTED,
+            crate::reasons::MIGRATION_FAILED,
+            crate::reasons::MIGRATION_TIMED_OUT,
+            crate::reasons::MIGRATION_JOB_DELETED,
+        ]
+        .contains(&reason)
+    };
+    let what = if let Some(b) = &st.blocked {
+        format!(
+            "{} is blocked since the rollback; Rewind will deploy it again",
+            b.version
+        )
+    } else if let Some(rb) = halted {
+        format!(
+            "rollback {} halted at a failed migration; Rewind goes on from the failed step",
+            rb.id
+        )
+    } else if let Some(reason) = stalled.as_deref().filter(|r| retryable(r)) {
+        format!("{name} is stalled ({reason}); Rewind tries again")
+    } else {
+        let mut f = Failure::failed(match &stalled {
+            Some(reason) => format!(
+                "a retry does not end this stall ({reason}): it ends when what it names is fixed; nothing was changed"
+            ),
+            None => format!(
+                "nothing to retry: {name} has no blocked version, no halted rollback and is not stalled"
+            ),
+        });
+        for n in model::status(&release, &[]).next {
+            f = f.hint(format!("{}: {}", n.why, n.command));
+        }
+        return Err(f.hint(format!(
+            "kubectl rewind status {name} -n {ns} shows where it stands"
+        )));
+    };
     let value = request_id();
-    let who = conn.whoami().await;
-    let set = BTreeMap::from([
-        (labels::RETRY, Some(value.clone())),
-        (labels::REQUESTED_BY, who),
-    ]);
+    let mut set = BTreeMap::from([(labels::RETRY, Some(value.clone()))]);
+    // Who asked, unless that would rename the asker of a rollback request still pending.
+    if model::pending(&release).is_none() {
+        set.insert(labels::REQUESTED_BY, conn.whoami().await);
+    }
     annotate(conn, &mut release, &set, |_| Ok(())).await?;
-    println!("Set {}={value} on {ns}/{name}: {what}.", labels::RETRY);
+    say(format!(
+        "Set {}={value} on {ns}/{name}: {what}.",
+        labels::RETRY
+    ))?;
     let ack = await_release(conn, name, ACK, |r| {
         r.status
             .as_ref()
@@ -944,7 +1010,9 @@ pub async fn retry(conn: &Conn, name: &str) -> Result<ExitCode, Failure> {
             Some(&format!("{}-", labels::RETRY)),
         ));
     }
-    println!("Rewind took the retry. Follow it: kubectl rewind status {name} -n {ns} --watch");
+    say(format!(
+        "Rewind took the retry. Follow it: kubectl rewind status {name} -n {ns} --watch"
+    ))?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -953,7 +1021,7 @@ pub async fn pause(conn: &Conn, name: &str, reason: Option<String>) -> Result<Ex
     let ns = conn.namespace.clone();
     let mut release = conn.release(name).await?;
     if let Some(why) = model::paused(&release) {
-        println!("{ns}/{name} is already paused ({why}).");
+        say(format!("{ns}/{name} is already paused ({why})."))?;
         return Ok(ExitCode::SUCCESS);
     }
     let who = conn
@@ -974,7 +1042,7 @@ pub async fn pause(conn: &Conn, name: &str, reason: Option<String>) -> Result<Ex
     }
     let set = BTreeMap::from([(labels::PAUSED, Some(value.clone()))]);
     annotate(conn, &mut release, &set, |_| Ok(())).await?;
-    println!("Set {}={value:?} on {ns}/{name}.", labels::PAUSED);
+    say(format!("Set {}={value:?} on {ns}/{name}.", labels::PAUSED))?;
     let ack = await_release(conn, name, ACK, |r| {
         (r.status.as_ref().and_then(|s| s.phase) == Some(crate::api::Phase::Paused)).then_some(())
     })
@@ -987,9 +1055,9 @@ pub async fn pause(conn: &Conn, name: &str, reason: Option<String>) -> Result<Ex
             Some(&format!("{}-", labels::PAUSED)),
         ));
     }
-    println!(
+    say(format!(
         "Paused: Rewind neither deploys nor rolls back {name} until: kubectl rewind resume {name} -n {ns}"
-    );
+    ))?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -999,13 +1067,13 @@ pub async fn resume(conn: &Conn, name: &str) -> Result<ExitCode, Failure> {
     let mut release = conn.release(name).await?;
     let annotated = release.annotations().get(labels::PAUSED).is_some();
     if !annotated && !release.spec.paused {
-        println!("{ns}/{name} is not paused.");
+        say(format!("{ns}/{name} is not paused."))?;
         return Ok(ExitCode::SUCCESS);
     }
     if annotated {
         let set = BTreeMap::from([(labels::PAUSED, None)]);
         annotate(conn, &mut release, &set, |_| Ok(())).await?;
-        println!("Removed {} from {ns}/{name}.", labels::PAUSED);
+        say(format!("Removed {} from {ns}/{name}.", labels::PAUSED))?;
     }
     if release.spec.paused {
         return Err(Failure::failed(format!(
@@ -1023,10 +1091,10 @@ pub async fn resume(conn: &Conn, name: &str) -> Result<ExitCode, Failure> {
     .await?;
     match ack {
         Some(phase) => {
-            println!(
+            say(format!(
                 "Resumed: Rewind acts on {name} again (phase {}).",
                 phase.map(|p| format!("{p:?}")).unwrap_or_default()
-            );
+            ))?;
             Ok(ExitCode::SUCCESS)
         }
         None => Err(not_acknowledged(conn, name, "resume", None)),

@@ -250,6 +250,7 @@ impl Planner<'_> {
                     let asked = Asked {
                         by: requested_by,
                         reason,
+                        id: id.clone(),
                     };
                     self.start_rollback(&from, &to, cause, asked, steps, workload);
                     return true;

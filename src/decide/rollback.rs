@@ -165,6 +165,7 @@ impl Planner<'_> {
             message: message.clone(),
             requested_by: asked.by,
             request_reason: asked.reason,
+            request_id: asked.id,
             phase: RollbackPhase::RestoringImages,
             job_name: None,
             migrations: steps,
@@ -588,4 +589,6 @@ pub(super) struct Asked {
     pub(super) by: Option<String>,
     /// `rewind.dev/reason` on the Release.
     pub(super) reason: Option<String>,
+    /// `rewind.dev/request-id` on the Release (bounded).
+    pub(super) id: Option<String>,
 }

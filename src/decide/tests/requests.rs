@@ -572,6 +572,8 @@ fn a_new_request_id_makes_the_same_version_a_new_request() {
         .step();
     let first = rollback(&p.status).clone();
     assert_eq!((first.from.revision, first.to.revision), (2, 1));
+    // The rollback names the request that started it (a client follows only its own).
+    assert_eq!(first.request_id.as_deref(), Some("a"));
     assert_eq!(
         (handled_id(&p.status), handled_value(&p.status)),
         (Some("a"), Some("1.0.0"))
@@ -606,6 +608,7 @@ fn a_new_request_id_makes_the_same_version_a_new_request() {
         (3, 1, Trigger::Manual)
     );
     assert_ne!(second.id, first.id);
+    assert_eq!(second.request_id.as_deref(), Some("b"));
     assert_eq!(reasons(&p), [reasons::ROLLBACK_STARTED]);
     assert_eq!(handled_id(&p.status), Some("b"));
     let p = w.complete_rollback(610);
