@@ -151,7 +151,7 @@ enum Command {
     },
     /// Print a shell completion script.
     #[command(
-        after_help = "Examples:\n  source <(kubectl rewind completion bash)\n  kubectl rewind completion zsh > \"${fpath[1]}/_kubectl-rewind\"\n  kubectl rewind completion fish > ~/.config/fish/completions/kubectl-rewind.fish"
+        after_help = "Examples:\n  source <(kubectl-rewind completion bash)   # completes kubectl-rewind, not kubectl rewind\n  kubectl-rewind completion zsh > \"${fpath[1]}/_kubectl-rewind\"\n  kubectl-rewind completion fish > ~/.config/fish/completions/kubectl-rewind.fish"
     )]
     Completion {
         /// The shell.
