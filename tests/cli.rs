@@ -16,19 +16,13 @@
 mod operator;
 mod support;
 
-use std::pin::pin;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use k8s_openapi::api::authentication::v1::SelfSubjectReview;
 use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
-use kube::{
-    Api, ResourceExt,
-    api::{ApiResource, DynamicObject, PostParams},
-    runtime::{WatchStreamExt, watcher},
-};
+use kube::{Api, ResourceExt, api::PostParams};
 use operator::*;
 use rewind::api::Release;
 use serde_json::{Value, json};
@@ -194,53 +188,6 @@ fn is_paused(v: &Value) -> bool {
 
 // ------------------------------------------------------------------ the Release as JSON
 
-fn release_api(f: &Fixture) -> Api<DynamicObject> {
-    Api::namespaced_with(
-        f.ns.client(),
-        f.ns.name(),
-        &ApiResource::erase::<Release>(&()),
-    )
-}
-
-/// Release shop as the API server holds it.
-async fn release_json(f: &Fixture) -> Value {
-    let r = release_api(f)
-        .get("shop")
-        .await
-        .expect("reading Release shop");
-    serde_json::to_value(r).unwrap()
-}
-
-/// Watch Release shop (as JSON) until `pred` holds; on timeout panic with `what` and the last
-/// object seen.
-async fn until(
-    f: &Fixture,
-    what: &str,
-    timeout: Duration,
-    mut pred: impl FnMut(&Value) -> bool,
-) -> Value {
-    let deadline = tokio::time::Instant::now() + timeout;
-    let mut stream = pin!(watcher::watch_object(release_api(f), "shop").default_backoff());
-    let mut last = Value::Null;
-    loop {
-        match tokio::time::timeout_at(deadline, stream.next()).await {
-            Ok(Some(Ok(Some(obj)))) => {
-                let v = serde_json::to_value(obj).unwrap();
-                if pred(&v) {
-                    return v;
-                }
-                last = v;
-            }
-            Ok(Some(_)) => {}
-            Ok(None) => panic!("the watch of Release shop ended while waiting for: {what}"),
-            Err(_) => panic!(
-                "timed out after {timeout:?} waiting for Release shop: {what}\nlast seen:\n{}",
-                shown(&last)
-            ),
-        }
-    }
-}
-
 /// Annotations and status of a Release (JSON), for messages.
 fn shown(v: &Value) -> String {
     serde_json::to_string_pretty(&json!({
@@ -270,10 +217,6 @@ fn recorded_digest(v: &Value, revision: i64) -> String {
         .and_then(|i| i["digest"].as_str())
         .unwrap_or_else(|| panic!("no digest for app in revision {revision}:\n{}", shown(v)))
         .to_owned()
-}
-
-fn rollback_phase(v: &Value) -> &str {
-    v["status"]["rollback"]["phase"].as_str().unwrap_or("-")
 }
 
 // ---------------------------------------------------------------------------- fixtures

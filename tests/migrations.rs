@@ -16,18 +16,15 @@ mod operator;
 mod support;
 
 use std::collections::BTreeMap;
-use std::pin::pin;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use k8s_openapi::api::{apps::v1::Deployment, batch::v1::Job};
 use kube::{
     Api, Resource, ResourceExt,
-    api::{ApiResource, DynamicObject, ListParams, Patch, PatchParams},
-    runtime::{WatchStreamExt, watcher},
+    api::{ListParams, Patch, PatchParams},
 };
 use operator::*;
-use rewind::api::{Release, RollbackPolicy};
+use rewind::api::RollbackPolicy;
 use serde_json::{Value, json};
 use support::*;
 
@@ -161,53 +158,6 @@ async fn annotate_release(f: &Fixture, annotations: &[(&str, Option<&str>)]) {
 
 // ------------------------------------------------------------------ the Release as JSON
 
-fn release_api(f: &Fixture) -> Api<DynamicObject> {
-    Api::namespaced_with(
-        f.ns.client(),
-        f.ns.name(),
-        &ApiResource::erase::<Release>(&()),
-    )
-}
-
-/// Release shop as the API server holds it.
-async fn release_json(f: &Fixture) -> Value {
-    let r = release_api(f)
-        .get("shop")
-        .await
-        .expect("reading Release shop");
-    serde_json::to_value(r).unwrap()
-}
-
-/// Watch Release shop (as JSON) until `pred` holds; on timeout panic with `what` and the last
-/// status seen.
-async fn until(
-    f: &Fixture,
-    what: &str,
-    timeout: Duration,
-    mut pred: impl FnMut(&Value) -> bool,
-) -> Value {
-    let deadline = tokio::time::Instant::now() + timeout;
-    let mut stream = pin!(watcher::watch_object(release_api(f), "shop").default_backoff());
-    let mut last = Value::Null;
-    loop {
-        match tokio::time::timeout_at(deadline, stream.next()).await {
-            Ok(Some(Ok(Some(obj)))) => {
-                let v = serde_json::to_value(obj).unwrap();
-                if pred(&v) {
-                    return v;
-                }
-                last = v;
-            }
-            Ok(Some(_)) => {}
-            Ok(None) => panic!("the watch of Release shop ended while waiting for: {what}"),
-            Err(_) => panic!(
-                "timed out after {timeout:?} waiting for Release shop: {what}\nlast seen status:\n{}",
-                show(&last)
-            ),
-        }
-    }
-}
-
 static NULL: Value = Value::Null;
 
 /// The status of a Release (JSON) as pretty text, for assertion messages.
@@ -254,10 +204,6 @@ fn step_job<'a>(step: &'a Value, field: &str) -> &'a Value {
     } else {
         &step[flat]
     }
-}
-
-fn rollback_phase(v: &Value) -> &str {
-    v["status"]["rollback"]["phase"].as_str().unwrap_or("-")
 }
 
 /// An RFC 3339 timestamp (a JSON string).

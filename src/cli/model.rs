@@ -625,7 +625,9 @@ mod tests {
         let to = labels::ROLLBACK_TO;
         let id = labels::REQUEST_ID;
         let handled = |v: &str, i: Option<&str>| serde_json::json!({"handled": {"rollbackTo": v, "requestId": i}});
-        let cases: Vec<(&str, Vec<(&str, &str)>, serde_json::Value, bool)> = vec![
+        // (what, annotations, status, pending)
+        type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, serde_json::Value, bool);
+        let cases: Vec<Case> = vec![
             (
                 "answered, same id and value",
                 vec![(to, "1.0.0"), (id, "a")],

@@ -751,3 +751,64 @@ impl Operator {
         Self::start_with_fault_args(namespace, args, "REWIND_TEST_PAUSE_AFTER_JOB", pause).await
     }
 }
+
+/// Release `shop` of the fixture's namespace as raw JSON: tests read fields by name, as a
+/// person reading `kubectl get -o json` would.
+pub fn release_api(f: &Fixture) -> Api<kube::api::DynamicObject> {
+    Api::namespaced_with(
+        f.ns.client(),
+        f.ns.name(),
+        &kube::api::ApiResource::erase::<Release>(&()),
+    )
+}
+
+/// Release shop as the API server holds it.
+pub async fn release_json(f: &Fixture) -> serde_json::Value {
+    let r = release_api(f)
+        .get("shop")
+        .await
+        .expect("reading Release shop");
+    serde_json::to_value(r).unwrap()
+}
+
+/// Watch Release shop (as JSON) until `pred` holds; on timeout panic with `what` and the last
+/// annotations and status seen.
+pub async fn until(
+    f: &Fixture,
+    what: &str,
+    timeout: Duration,
+    mut pred: impl FnMut(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    use futures::StreamExt;
+    use kube::runtime::{WatchStreamExt, watcher};
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut stream =
+        std::pin::pin!(watcher::watch_object(release_api(f), "shop").default_backoff());
+    let mut last = serde_json::Value::Null;
+    loop {
+        match tokio::time::timeout_at(deadline, stream.next()).await {
+            Ok(Some(Ok(Some(obj)))) => {
+                let v = serde_json::to_value(obj).unwrap();
+                if pred(&v) {
+                    return v;
+                }
+                last = v;
+            }
+            Ok(Some(_)) => {}
+            Ok(None) => panic!("the watch of Release shop ended while waiting for: {what}"),
+            Err(_) => panic!(
+                "timed out after {timeout:?} waiting for Release shop: {what}\nlast seen:\n{}",
+                serde_json::to_string_pretty(&serde_json::json!({
+                    "annotations": last["metadata"]["annotations"],
+                    "status": last["status"],
+                }))
+                .unwrap_or_default()
+            ),
+        }
+    }
+}
+
+/// The phase of the Release's current rollback, or "-".
+pub fn rollback_phase(v: &serde_json::Value) -> &str {
+    v["status"]["rollback"]["phase"].as_str().unwrap_or("-")
+}
