@@ -376,6 +376,24 @@ wait_healthy() {
   fail "$comp" "did not become healthy within ${TIMEOUT}s (REWIND_CLUSTER_TIMEOUT)"
 }
 
+# Prometheus and its exporter first: Prometheus is ready in ~0.1 s, but scrapes for the first
+# time only ~6 s after its start (its discovery manager hands targets to the scrapers at most
+# every 5 s); the control plane's start covers that. Both are checked after everything else.
+# The exporter runs only the textfile collector: nothing of this machine is exported, only the
+# tests' files.
+start metrics-exporter \
+  --collector.disable-defaults \
+  --collector.textfile \
+  --collector.textfile.directory="$SERIES_DIR" \
+  --web.listen-address="127.0.0.1:$METRICS_EXPORTER_PORT" \
+  --web.disable-exporter-metrics
+start prometheus \
+  --config.file="$PROMETHEUS_DIR/prometheus.yml" \
+  --storage.tsdb.path="$PROMETHEUS_DIR/data" \
+  --storage.tsdb.retention.time=1h \
+  --storage.tsdb.retention.size=256MB \
+  --web.listen-address="127.0.0.1:$PROMETHEUS_PORT"
+
 start etcd \
   --name=rewind-test \
   --data-dir="$STATE_DIR/etcd" \
@@ -465,19 +483,6 @@ start kwok \
 
 start registry serve "$(registry_config registry)"
 start registry-auth serve "$(registry_config registry-auth)"
-# Only the textfile collector: nothing of this machine is exported, only the tests' files.
-start metrics-exporter \
-  --collector.disable-defaults \
-  --collector.textfile \
-  --collector.textfile.directory="$SERIES_DIR" \
-  --web.listen-address="127.0.0.1:$METRICS_EXPORTER_PORT" \
-  --web.disable-exporter-metrics
-start prometheus \
-  --config.file="$PROMETHEUS_DIR/prometheus.yml" \
-  --storage.tsdb.path="$PROMETHEUS_DIR/data" \
-  --storage.tsdb.retention.time=1h \
-  --storage.tsdb.retention.size=256MB \
-  --web.listen-address="127.0.0.1:$PROMETHEUS_PORT"
 
 wait_healthy kube-controller-manager
 wait_healthy kube-scheduler
