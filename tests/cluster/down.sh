@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Stops Rewind's local test cluster started by up.sh (control plane, kwok and the two registries)
-# and removes its state (target/cluster, including the registries' storage and registry.env).
+# Stops Rewind's local test cluster started by up.sh (control plane, kwok, the two registries,
+# Prometheus and its exporter) and removes its state (target/cluster, including the registries'
+# storage, registry.env, Prometheus's TSDB, the tests' series files and prometheus.env).
 # Only processes whose PIDs up.sh recorded are signalled, and only after checking that the PID
 # still runs that component's binary for this checkout (/proc/<pid>/exe and cmdline):
 # TERM first, KILL after REWIND_CLUSTER_STOP_GRACE seconds (default 10).

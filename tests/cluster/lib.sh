@@ -18,6 +18,8 @@ SCHEDULER_PORT=${REWIND_SCHEDULER_PORT:-16259}
 KWOK_PORT=${REWIND_KWOK_PORT:-16247}
 REGISTRY_PORT=${REWIND_REGISTRY_PORT:-15000}
 REGISTRY_AUTH_PORT=${REWIND_REGISTRY_AUTH_PORT:-15001}
+PROMETHEUS_PORT=${REWIND_PROMETHEUS_PORT:-19090}
+METRICS_EXPORTER_PORT=${REWIND_METRICS_EXPORTER_PORT:-19100}
 
 # The two OCI registries (Debian's docker-registry, distribution 2.8): `registry` is open,
 # `registry-auth` wants HTTP basic auth (htpasswd, bcrypt). Both plain HTTP on 127.0.0.1.
@@ -28,10 +30,22 @@ REGISTRY_DIR=$STATE_DIR/registry
 REGISTRY_ENV_FILE=$STATE_DIR/registry.env
 REGISTRY_USER=rewind
 
+# Prometheus (Debian's prometheus, 2.42) scrapes every second one exporter, Debian's
+# prometheus-node-exporter with only its textfile collector: it serves the samples of every
+# *.prom file in $SERIES_DIR, one file per test (tests/support/prometheus.rs). Both plain HTTP on
+# 127.0.0.1. Config and TSDB live in $PROMETHEUS_DIR; the addresses for the tests go to
+# $PROMETHEUS_ENV_FILE.
+PROMETHEUS_BIN=${REWIND_PROMETHEUS_BIN:-/usr/bin/prometheus}
+METRICS_EXPORTER_BIN=${REWIND_METRICS_EXPORTER_BIN:-/usr/bin/prometheus-node-exporter}
+PROMETHEUS_DIR=$STATE_DIR/prometheus
+SERIES_DIR=$PROMETHEUS_DIR/series
+PROMETHEUS_ENV_FILE=$STATE_DIR/prometheus.env
+PROMETHEUS_JOB=rewind-test
+
 # Start order; down.sh stops in reverse. The first five are built by build.sh; the registries
-# run Debian's docker-registry ($REGISTRY_BIN).
+# run Debian's docker-registry ($REGISTRY_BIN), the last two Debian's Prometheus packages.
 BUILT_COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
-COMPONENTS=("${BUILT_COMPONENTS[@]}" registry registry-auth)
+COMPONENTS=("${BUILT_COMPONENTS[@]}" registry registry-auth metrics-exporter prometheus)
 STOP_GRACE_SECONDS=${REWIND_CLUSTER_STOP_GRACE:-10}
 
 ME=$(basename "$0")
@@ -47,6 +61,8 @@ ports_of() {
     kwok) echo "$KWOK_PORT:REWIND_KWOK_PORT" ;;
     registry) echo "$REGISTRY_PORT:REWIND_REGISTRY_PORT" ;;
     registry-auth) echo "$REGISTRY_AUTH_PORT:REWIND_REGISTRY_AUTH_PORT" ;;
+    metrics-exporter) echo "$METRICS_EXPORTER_PORT:REWIND_METRICS_EXPORTER_PORT" ;;
+    prometheus) echo "$PROMETHEUS_PORT:REWIND_PROMETHEUS_PORT" ;;
   esac
 }
 
@@ -92,12 +108,22 @@ alive() {
 is_ours() {
   local pid=$1 comp=$2 exe cmdline argv0 n
   local -a names=("$comp")
-  if [[ $comp == registry || $comp == registry-auth ]]; then
-    # Both run docker-registry, or whatever REWIND_REGISTRY_BIN named when up.sh started them
-    # (recorded in registry/binary, so down.sh finds them without that variable).
-    names=(docker-registry "${REGISTRY_BIN##*/}")
-    [[ -r $REGISTRY_DIR/binary ]] && names+=("$(basename -- "$(<"$REGISTRY_DIR/binary")")")
-  fi
+  # Debian's binaries, or whatever REWIND_*_BIN named when up.sh started them (recorded in a
+  # file, so down.sh finds them without that variable).
+  case $comp in
+    registry | registry-auth)
+      # Both run docker-registry.
+      names=(docker-registry "${REGISTRY_BIN##*/}")
+      [[ -r $REGISTRY_DIR/binary ]] && names+=("$(basename -- "$(<"$REGISTRY_DIR/binary")")")
+      ;;
+    prometheus) names=(prometheus "${PROMETHEUS_BIN##*/}") ;;
+    metrics-exporter) names=(prometheus-node-exporter "${METRICS_EXPORTER_BIN##*/}") ;;
+  esac
+  case $comp in
+    prometheus | metrics-exporter)
+      [[ -r $PROMETHEUS_DIR/$comp.binary ]] && names+=("$(basename -- "$(<"$PROMETHEUS_DIR/$comp.binary")")")
+      ;;
+  esac
   alive "$pid" || return 1
   exe=$(readlink "/proc/$pid/exe" 2>/dev/null) || return 1
   exe=${exe% (deleted)}
@@ -188,5 +214,13 @@ healthy() {
     kube-scheduler) curl -skf --max-time 2 "https://127.0.0.1:$SCHEDULER_PORT/healthz" >/dev/null 2>&1 ;;
     kwok) curl -sf --max-time 2 "http://127.0.0.1:$KWOK_PORT/healthz" >/dev/null 2>&1 ;;
     registry | registry-auth) registry_healthy "$1" ;;
+    metrics-exporter) curl -sf --max-time 2 -o /dev/null "http://127.0.0.1:$METRICS_EXPORTER_PORT/metrics" 2>/dev/null ;;
+    prometheus) curl -sf --max-time 2 -o /dev/null "http://127.0.0.1:$PROMETHEUS_PORT/-/ready" 2>/dev/null ;;
   esac
+}
+
+# prometheus_scrapes: Prometheus has scraped the exporter successfully (up == 1 for its job).
+prometheus_scrapes() {
+  curl -sf --max-time 2 "http://127.0.0.1:$PROMETHEUS_PORT/api/v1/query" \
+    --data-urlencode "query=up{job=\"$PROMETHEUS_JOB\"} == 1" 2>/dev/null | grep -q '"value":\['
 }

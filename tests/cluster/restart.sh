@@ -9,7 +9,7 @@
 #   tests/cluster/restart.sh <component> --start         start it again after --stop
 #
 # Components: etcd kube-apiserver kube-controller-manager kube-scheduler kwok registry
-# registry-auth. The same environment as up.sh (ports, REWIND_CLUSTER_STATE) applies.
+# registry-auth metrics-exporter prometheus. The same environment as up.sh (ports, REWIND_CLUSTER_STATE) applies.
 set -euo pipefail
 # shellcheck source=tests/cluster/lib.sh
 source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/lib.sh"

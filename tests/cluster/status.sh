@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Shows whether each component of the local test cluster runs and answers its health check
-# (the registries: GET /v2/, the auth one with the credentials from registry.env), and the fake
-# nodes. Exit status 0 only if everything is up and healthy.
+# (the registries: GET /v2/, the auth one with the credentials from registry.env; Prometheus:
+# /-/ready; the metrics exporter: /metrics), the fake nodes, and whether Prometheus scrapes the
+# exporter. Exit status 0 only if everything is up and healthy.
 set -uo pipefail
 # shellcheck source=tests/cluster/lib.sh
 source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/lib.sh"
@@ -15,6 +16,8 @@ health_url() {
     kwok) echo "http://127.0.0.1:$KWOK_PORT/healthz" ;;
     registry) echo "http://127.0.0.1:$REGISTRY_PORT/v2/" ;;
     registry-auth) echo "http://127.0.0.1:$REGISTRY_AUTH_PORT/v2/" ;;
+    metrics-exporter) echo "http://127.0.0.1:$METRICS_EXPORTER_PORT/metrics" ;;
+    prometheus) echo "http://127.0.0.1:$PROMETHEUS_PORT/-/ready" ;;
   esac
 }
 
@@ -44,6 +47,15 @@ if [[ $ok -eq 0 ]]; then
   echo
   echo "registries (from $REGISTRY_ENV_FILE):"
   grep -v '^REWIND_TEST_REGISTRY_PASSWORD=' "$REGISTRY_ENV_FILE" | sed 's/^/  /'
+  echo
+  echo "prometheus (from $PROMETHEUS_ENV_FILE):"
+  sed 's/^/  /' "$PROMETHEUS_ENV_FILE" || ok=1
+  if prometheus_scrapes; then
+    echo "  scraping the exporter every 1s: ok ($(find "$SERIES_DIR" -maxdepth 1 -name '*.prom' | wc -l) series file(s))"
+  else
+    echo "  scraping the exporter: FAILING (see http://127.0.0.1:$PROMETHEUS_PORT/api/v1/targets)"
+    ok=1
+  fi
   echo
   echo "export KUBECONFIG=$KUBECONFIG_FILE"
 fi

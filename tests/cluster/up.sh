@@ -2,9 +2,11 @@
 # Starts Rewind's local test cluster as plain processes bound to 127.0.0.1: etcd, kube-apiserver,
 # kube-controller-manager, kube-scheduler (all real, built from Go modules by build.sh) and
 # kwok, which plays the kubelets of N fake nodes; plus two OCI registries (Debian's
-# docker-registry): an open one and one with htpasswd basic auth. State lives in target/cluster/
-# of this checkout; the admin kubeconfig is target/cluster/kubeconfig, the registries' addresses
-# and credentials are in target/cluster/registry.env.
+# docker-registry): an open one and one with htpasswd basic auth; plus Prometheus (Debian's
+# prometheus) scraping every second a file-based exporter (Debian's prometheus-node-exporter,
+# textfile collector only) whose series the tests write. State lives in target/cluster/ of this
+# checkout; the admin kubeconfig is target/cluster/kubeconfig, the registries' addresses and
+# credentials are in target/cluster/registry.env, Prometheus's in target/cluster/prometheus.env.
 #
 # Idempotent: if the cluster is already up and healthy it says so and exits 0. Stale PID files
 # from a killed run are cleaned up. Any component that exits or does not become healthy in time
@@ -17,9 +19,13 @@
 #   REWIND_ETCD_PORT=12379 REWIND_ETCD_PEER_PORT=12380 REWIND_APISERVER_PORT=16443
 #   REWIND_KCM_PORT=16257 REWIND_SCHEDULER_PORT=16259 REWIND_KWOK_PORT=16247
 #   REWIND_REGISTRY_PORT=15000 REWIND_REGISTRY_AUTH_PORT=15001
+#   REWIND_PROMETHEUS_PORT=19090 REWIND_METRICS_EXPORTER_PORT=19100
 #   REWIND_REGISTRY_BIN=/usr/bin/docker-registry   the registry binary (distribution 2.8)
+#   REWIND_PROMETHEUS_BIN=/usr/bin/prometheus
+#   REWIND_METRICS_EXPORTER_BIN=/usr/bin/prometheus-node-exporter
 #   REWIND_ETCD_ARGS, REWIND_APISERVER_ARGS, REWIND_KCM_ARGS, REWIND_SCHEDULER_ARGS,
-#   REWIND_KWOK_ARGS, REWIND_REGISTRY_ARGS (both registries)
+#   REWIND_KWOK_ARGS, REWIND_REGISTRY_ARGS (both registries), REWIND_PROMETHEUS_ARGS,
+#   REWIND_METRICS_EXPORTER_ARGS
 #                                   extra flags appended to a component's command line
 #   REWIND_CLUSTER_STATE            state dir (default <repo>/target/cluster)
 set -euo pipefail
@@ -54,6 +60,18 @@ if ! command -v htpasswd >/dev/null 2>&1; then
   missing_pkgs+=(apache2-utils)
   say "ERROR: htpasswd is not on PATH: it writes the auth registry's password file; it comes with the Debian package apache2-utils"
 fi
+# Prometheus and the exporter the tests write series for: Debian's prometheus and
+# prometheus-node-exporter. Not installed from here either (.ci/run does, without their services).
+if [[ ! -x $PROMETHEUS_BIN ]]; then
+  missing_pkgs+=(prometheus)
+  say "ERROR: $PROMETHEUS_BIN is missing: the test cluster's Prometheus runs it; it comes with the Debian package prometheus"
+  [[ -n ${REWIND_PROMETHEUS_BIN:-} ]] && say "       (that path is from REWIND_PROMETHEUS_BIN; unset it to use /usr/bin/prometheus)"
+fi
+if [[ ! -x $METRICS_EXPORTER_BIN ]]; then
+  missing_pkgs+=(prometheus-node-exporter)
+  say "ERROR: $METRICS_EXPORTER_BIN is missing: it serves the tests' series to Prometheus; it comes with the Debian package prometheus-node-exporter"
+  [[ -n ${REWIND_METRICS_EXPORTER_BIN:-} ]] && say "       (that path is from REWIND_METRICS_EXPORTER_BIN; unset it to use /usr/bin/prometheus-node-exporter)"
+fi
 if [[ ${#missing_pkgs[@]} -gt 0 ]]; then
   say "       Install with: apt-get install ${missing_pkgs[*]}   (nothing was started)"
   exit 1
@@ -86,10 +104,12 @@ for comp in "${COMPONENTS[@]}"; do
   fi
 done
 
-if [[ ${#running[@]} -eq ${#COMPONENTS[@]} && -f $KUBECONFIG_FILE && -f $REGISTRY_ENV_FILE ]] &&
-  apiserver_ready && registry_healthy registry && registry_healthy registry-auth; then
+if [[ ${#running[@]} -eq ${#COMPONENTS[@]} && -f $KUBECONFIG_FILE && -f $REGISTRY_ENV_FILE && -f $PROMETHEUS_ENV_FILE ]] &&
+  apiserver_ready && registry_healthy registry && registry_healthy registry-auth &&
+  healthy metrics-exporter && healthy prometheus; then
   say "cluster already up and healthy ($STATE_DIR); nothing to do"
   say "registries: 127.0.0.1:$REGISTRY_PORT (open), 127.0.0.1:$REGISTRY_AUTH_PORT (basic auth); see $REGISTRY_ENV_FILE"
+  say "prometheus: http://127.0.0.1:$PROMETHEUS_PORT; see $PROMETHEUS_ENV_FILE"
   echo "export KUBECONFIG=$KUBECONFIG_FILE"
   exit 0
 fi
@@ -144,8 +164,8 @@ cleanup_on_failure() {
     for ((i = ${#STARTED[@]} - 1; i >= 0; i--)); do stop_component "${STARTED[i]}"; done
     say "stopped everything this run started (${STARTED[*]}); logs kept in $LOG_DIR"
   fi
-  # Its password belongs to a registry that no longer runs.
-  rm -f "$REGISTRY_ENV_FILE"
+  # Its password belongs to a registry that no longer runs; Prometheus no longer runs either.
+  rm -f "$REGISTRY_ENV_FILE" "$PROMETHEUS_ENV_FILE"
 }
 trap cleanup_on_failure EXIT
 trap 'say "interrupted"; exit 130' INT TERM
@@ -272,6 +292,32 @@ REWIND_TEST_REGISTRY_PASSWORD=$REGISTRY_PASSWORD
 EOF
 chmod 600 "$REGISTRY_ENV_FILE"
 
+# ---------------------------------------------------------------- prometheus (config)
+# One scrape job, every second, of the exporter: it serves the samples of every *.prom file in
+# $SERIES_DIR (one per test), so a test changes its series by rewriting its own file and no test
+# touches another's. honor_labels: the tests' labels (namespace, release, even job) are kept as
+# written. The TSDB starts empty and keeps an hour at most.
+mkdir -p "$PROMETHEUS_DIR/data" "$SERIES_DIR"
+echo "$PROMETHEUS_BIN" >"$PROMETHEUS_DIR/prometheus.binary"
+echo "$METRICS_EXPORTER_BIN" >"$PROMETHEUS_DIR/metrics-exporter.binary"
+cat >"$PROMETHEUS_DIR/prometheus.yml" <<EOF
+# Generated by tests/cluster/up.sh for the local test cluster; regenerated on every start.
+global:
+  scrape_interval: 1s
+  scrape_timeout: 1s
+  evaluation_interval: 1s
+scrape_configs:
+- job_name: $PROMETHEUS_JOB
+  honor_labels: true
+  static_configs:
+  - targets: ['127.0.0.1:$METRICS_EXPORTER_PORT']
+EOF
+cat >"$PROMETHEUS_ENV_FILE" <<EOF
+REWIND_TEST_PROMETHEUS=http://127.0.0.1:$PROMETHEUS_PORT
+REWIND_TEST_METRICS_EXPORTER=http://127.0.0.1:$METRICS_EXPORTER_PORT
+REWIND_TEST_PROMETHEUS_SERIES_DIR=$SERIES_DIR
+EOF
+
 # ---------------------------------------------------------------- processes
 # start <component> <args...>: run it in its own session, log to logs/<component>.log.
 start() {
@@ -284,6 +330,8 @@ start() {
     kube-controller-manager) extra_var=REWIND_KCM_ARGS ;;
     kube-scheduler) extra_var=REWIND_SCHEDULER_ARGS ;;
     kwok) extra_var=REWIND_KWOK_ARGS ;;
+    prometheus) extra_var=REWIND_PROMETHEUS_ARGS bin=$PROMETHEUS_BIN ;;
+    metrics-exporter) extra_var=REWIND_METRICS_EXPORTER_ARGS bin=$METRICS_EXPORTER_BIN ;;
     registry | registry-auth)
       extra_var=REWIND_REGISTRY_ARGS
       bin=$REGISTRY_BIN
@@ -327,6 +375,24 @@ wait_healthy() {
   check_alive "$comp"
   fail "$comp" "did not become healthy within ${TIMEOUT}s (REWIND_CLUSTER_TIMEOUT)"
 }
+
+# Prometheus and its exporter first: Prometheus is ready in ~0.1 s, but scrapes for the first
+# time only ~6 s after its start (its discovery manager hands targets to the scrapers at most
+# every 5 s); the control plane's start covers that. Both are checked after everything else.
+# The exporter runs only the textfile collector: nothing of this machine is exported, only the
+# tests' files.
+start metrics-exporter \
+  --collector.disable-defaults \
+  --collector.textfile \
+  --collector.textfile.directory="$SERIES_DIR" \
+  --web.listen-address="127.0.0.1:$METRICS_EXPORTER_PORT" \
+  --web.disable-exporter-metrics
+start prometheus \
+  --config.file="$PROMETHEUS_DIR/prometheus.yml" \
+  --storage.tsdb.path="$PROMETHEUS_DIR/data" \
+  --storage.tsdb.retention.time=1h \
+  --storage.tsdb.retention.size=256MB \
+  --web.listen-address="127.0.0.1:$PROMETHEUS_PORT"
 
 start etcd \
   --name=rewind-test \
@@ -423,6 +489,8 @@ wait_healthy kube-scheduler
 wait_healthy kwok
 wait_healthy registry
 wait_healthy registry-auth
+wait_healthy metrics-exporter
+wait_healthy prometheus
 
 write_kubeconfig "$KUBECONFIG_FILE.tmp" admin rewind-admin
 mv -f "$KUBECONFIG_FILE.tmp" "$KUBECONFIG_FILE"
@@ -477,9 +545,12 @@ wait_for kwok "$NODES fake node(s) Ready" \
 wait_for kube-controller-manager "the nodes schedulable (not-ready taints removed)" nodes_ready_untainted
 wait_for kube-controller-manager "the default ServiceAccount in namespace default" \
   kubectl -n default get serviceaccount default
+# Checked last: by now Prometheus has had several seconds for its first scrape.
+wait_for prometheus "a successful scrape of the exporter (up{job=\"$PROMETHEUS_JOB\"} == 1)" prometheus_scrapes
 
 DONE=1
 say "cluster is up: Kubernetes $("$BIN/kube-apiserver" --version | awk '{print $2}'), $NODES KWOK node(s), in $((SECONDS - T0))s"
 say "registries: 127.0.0.1:$REGISTRY_PORT (open), 127.0.0.1:$REGISTRY_AUTH_PORT (basic auth, user $REGISTRY_USER); addresses and password in $REGISTRY_ENV_FILE"
+say "prometheus: http://127.0.0.1:$PROMETHEUS_PORT, scraping every 1s the exporter at 127.0.0.1:$METRICS_EXPORTER_PORT (series files in $SERIES_DIR); see $PROMETHEUS_ENV_FILE"
 say "logs: $LOG_DIR   stop: tests/cluster/down.sh (make cluster-down)"
 echo "export KUBECONFIG=$KUBECONFIG_FILE"

@@ -22,6 +22,7 @@
 
 pub mod audit;
 pub mod chart;
+pub mod prometheus;
 pub mod registry;
 
 use std::collections::BTreeMap;
