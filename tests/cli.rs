@@ -242,12 +242,8 @@ async fn ship_healthy(f: &Fixture, version: &str, revision: i64, extra: Value) -
         |v| v["status"]["phase"] == "Healthy" && v["status"]["revision"] == revision,
     )
     .await;
-    f.deployment_until(
-        &format!("{version} rolled out"),
-        secs(60),
-        deployment_is_rolled_out,
-    )
-    .await;
+    // Its pin (tag → digest, from the pods) follows the Healthy status: wait for it too.
+    f.pinned_and_rolled_out().await;
     v
 }
 

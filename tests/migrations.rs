@@ -121,13 +121,17 @@ async fn healthy_v1(f: &Fixture, extra: Value) -> Value {
 async fn ship_healthy(f: &Fixture, version: &str, revision: i64, extra: Value) -> Value {
     f.apply_release(version, &loopback_image(version), extra)
         .await;
-    until(
+    let v = until(
         f,
         &format!("{version} Healthy on revision {revision}"),
         secs(90),
         |v| v["status"]["phase"] == "Healthy" && v["status"]["revision"] == revision,
     )
-    .await
+    .await;
+    // Its pin (tag → digest, from the pods) follows the Healthy status: wait for it, so what a
+    // test reads next is what Healthy runs.
+    f.pinned_and_rolled_out().await;
+    v
 }
 
 /// Apply `version` with an image whose pods crash-loop.

@@ -607,6 +607,26 @@ impl Fixture {
         wait_for(&self.deployments, "shop", what, timeout, f).await
     }
 
+    /// Wait until Deployment shop runs every container by digest and has rolled that out.
+    /// Rewind pins a revision deployed by tag (registry unreachable) right after it judges it
+    /// Healthy, from the pods' imageID: a test that reads the Deployment as "what Healthy
+    /// runs" must wait for that write too, or it races it.
+    pub async fn pinned_and_rolled_out(&self) -> k8s_openapi::api::apps::v1::Deployment {
+        self.deployment_until("every image pinned and rolled out", secs(60), |d| {
+            let pinned = d
+                .spec
+                .as_ref()
+                .and_then(|s| s.template.spec.as_ref())
+                .is_some_and(|p| {
+                    p.containers
+                        .iter()
+                        .all(|c| c.image.as_deref().is_some_and(|i| i.contains("@sha256:")))
+                });
+            pinned && crate::support::deployment_is_rolled_out(d)
+        })
+        .await
+    }
+
     /// Wait until Deployment shop's template carries Rewind revision `revision`.
     pub async fn revision_applied(
         &self,
