@@ -221,32 +221,6 @@ fn recorded_digest(v: &Value, revision: i64) -> String {
 
 // ---------------------------------------------------------------------------- fixtures
 
-/// Deployment shop (0.9.0) rolled out, then Release shop 1.0.0 with `extra` in its spec
-/// Healthy on revision 1.
-async fn healthy_v1(f: &Fixture, extra: Value) -> Value {
-    f.create_deployment(&loopback_image("0.9.0")).await;
-    f.deployment_until("0.9.0 rolled out", secs(60), deployment_is_rolled_out)
-        .await;
-    ship_healthy(f, "1.0.0", 1, extra).await
-}
-
-/// Apply `version` (an image whose pods become Ready) and wait until it is Healthy as
-/// `revision` and its rollout is complete.
-async fn ship_healthy(f: &Fixture, version: &str, revision: i64, extra: Value) -> Value {
-    f.apply_release(version, &loopback_image(version), extra)
-        .await;
-    let v = until(
-        f,
-        &format!("{version} Healthy on revision {revision}"),
-        secs(90),
-        |v| v["status"]["phase"] == "Healthy" && v["status"]["revision"] == revision,
-    )
-    .await;
-    // Its pin (tag → digest, from the pods) follows the Healthy status: wait for it too.
-    f.pinned_and_rolled_out().await;
-    v
-}
-
 /// 1.0.0 Healthy, then 1.1.0 Healthy (revision 2): two versions to roll back between.
 async fn healthy_v1_then_v1_1(f: &Fixture) -> Value {
     healthy_v1(f, json!({})).await;

@@ -108,32 +108,6 @@ fn pinned_app(version: &str) -> String {
     )
 }
 
-/// Deployment shop runs 0.9.0; Release 1.0.0 (with `extra` in its spec) is Healthy on
-/// revision 1.
-async fn healthy_v1(f: &Fixture, extra: Value) -> Value {
-    f.create_deployment(&loopback_image("0.9.0")).await;
-    f.deployment_until("0.9.0 rolled out", secs(60), deployment_is_rolled_out)
-        .await;
-    ship_healthy(f, "1.0.0", 1, extra).await
-}
-
-/// Apply `version` (a good image) and wait until it is Healthy as `revision`.
-async fn ship_healthy(f: &Fixture, version: &str, revision: i64, extra: Value) -> Value {
-    f.apply_release(version, &loopback_image(version), extra)
-        .await;
-    let v = until(
-        f,
-        &format!("{version} Healthy on revision {revision}"),
-        secs(90),
-        |v| v["status"]["phase"] == "Healthy" && v["status"]["revision"] == revision,
-    )
-    .await;
-    // Its pin (tag → digest, from the pods) follows the Healthy status: wait for it, so what a
-    // test reads next is what Healthy runs.
-    f.pinned_and_rolled_out().await;
-    v
-}
-
 /// Apply `version` with an image whose pods crash-loop.
 async fn ship_crashing(f: &Fixture, version: &str, extra: Value) {
     f.apply_release(

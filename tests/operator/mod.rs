@@ -832,3 +832,38 @@ pub async fn until(
 pub fn rollback_phase(v: &serde_json::Value) -> &str {
     v["status"]["rollback"]["phase"].as_str().unwrap_or("-")
 }
+
+/// Deployment shop (0.9.0) rolled out, then Release shop 1.0.0 (with `extra` in its spec)
+/// Healthy on revision 1, pinned and rolled out.
+pub async fn healthy_v1(f: &Fixture, extra: serde_json::Value) -> serde_json::Value {
+    f.create_deployment(&loopback_image("0.9.0")).await;
+    f.deployment_until(
+        "0.9.0 rolled out",
+        secs(60),
+        crate::support::deployment_is_rolled_out,
+    )
+    .await;
+    ship_healthy(f, "1.0.0", 1, extra).await
+}
+
+/// Apply `version` (an image whose pods become Ready) and wait until it is Healthy as
+/// `revision`, and until Rewind's pin that follows Healthy (tag → digest, from the pods) is
+/// rolled out: what a test reads next is what Healthy runs.
+pub async fn ship_healthy(
+    f: &Fixture,
+    version: &str,
+    revision: i64,
+    extra: serde_json::Value,
+) -> serde_json::Value {
+    f.apply_release(version, &loopback_image(version), extra)
+        .await;
+    let v = until(
+        f,
+        &format!("{version} Healthy on revision {revision}"),
+        secs(90),
+        |v| v["status"]["phase"] == "Healthy" && v["status"]["revision"] == revision,
+    )
+    .await;
+    f.pinned_and_rolled_out().await;
+    v
+}
