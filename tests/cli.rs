@@ -130,23 +130,6 @@ async fn cli(ns: &str, args: &[&str]) -> Run {
     cli_within(ns, args, secs(30)).await
 }
 
-fn strip_ansi(s: &str) -> String {
-    let mut out = String::new();
-    let mut chars = s.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
 /// Lower case without spaces, '-' and '_': "Rolled back", "rolled-back" and "RolledBack" are
 /// all "rolledback", so a table may spell a phase for people.
 fn squash(s: &str) -> String {
@@ -1217,6 +1200,45 @@ async fn rollback_without_an_operator_is_not_acknowledged_and_exits_3() {
         shown(&again),
         second.shown()
     );
+
+    // The operator back: it acts on the request left on the Release, once, as that request
+    // (its id on the rollback), and the Release runs 1.0.0 again.
+    let id = annotation(&r, "rewind.dev/request-id").unwrap().to_owned();
+    f.op = Operator::start(&ns);
+    let done = until(&f, "the pending request rolled back", secs(90), |v| {
+        v["status"]["rollbacks"][0]["requestId"] == id.as_str()
+            && v["status"]["rollbacks"][0]["phase"] == "Succeeded"
+    })
+    .await;
+    assert_eq!(
+        done["status"]["handled"]["requestId"],
+        id.as_str(),
+        "{}",
+        shown(&done)
+    );
+    assert_eq!(done["status"]["version"], "1.0.0", "{}", shown(&done));
+    let status = cli(&ns, &["status", "shop", "-o", "json"]).await;
+    status.expect_code(0);
+    assert!(
+        status.json()["pending"].is_null(),
+        "answered, no longer pending\n{}",
+        status.shown()
+    );
+    assert_eq!(
+        done["status"]["rollbacks"].as_array().map(Vec::len),
+        Some(1),
+        "acted on once:\n{}",
+        shown(&done)
+    );
+    // The request stays on the Release: it is not acted on again.
+    expect_never(
+        &f.releases,
+        "shop",
+        "a second rollback from the same request",
+        secs(5),
+        |r: &Release| r.status.as_ref().is_some_and(|s| s.rollbacks.len() > 1),
+    )
+    .await;
 }
 
 /// An unknown Release: exit 1, and a close name is suggested when there is one.

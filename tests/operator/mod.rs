@@ -300,7 +300,8 @@ impl Drop for Operator {
     }
 }
 
-fn strip_ansi(s: &str) -> String {
+/// Text without ANSI colour codes.
+pub fn strip_ansi(s: &str) -> String {
     let mut out = String::new();
     let mut chars = s.chars();
     while let Some(c) = chars.next() {
